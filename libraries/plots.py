@@ -1,0 +1,71 @@
+"""The PNG plots: refinement errors per epoch, SVM accuracy per C, ROC curves and the confusion matrix."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import auc, roc_curve  # noqa: E402
+
+
+def refine_errors(history: list[dict]):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [100 * h["train_error"] for h in history], "o-", label="training error")
+    ax.plot(epochs, [100 * h["test_error"] for h in history], "s-", label="test error")
+    ax.set(xlabel="epoch", ylabel="error (%)", title="DNN refinement")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def svm_cv_accuracy(table: list[dict], chosen_c: float):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cs = [row["C"] for row in table]
+    acc = np.array([100 * row["cv_accuracy"] for row in table])
+    std = np.array([100 * row["cv_std"] for row in table])
+    ax.errorbar(cs, acc, yerr=std, fmt="o-", capsize=3, label="cross-validated accuracy (training split)")
+    ax.axvline(chosen_c, color="k", ls="--", lw=1, label=f"chosen C = {chosen_c:g}")
+    ax.set(xscale="log", xlabel="C", ylabel="accuracy (%)", title="Linear SVM: accuracy per C")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def roc_curves(y_true: np.ndarray, scores: np.ndarray, labels: list[str], metrics: dict):
+    fig, ax = plt.subplots(figsize=(6, 5))
+    onehot = np.eye(len(labels))[y_true]
+    for k, label in enumerate(labels):
+        if metrics["auc"][label] is None:
+            continue
+        fpr, tpr, _ = roc_curve(onehot[:, k], scores[:, k])
+        ax.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {auc(fpr, tpr):.3f})")
+    if metrics["micro_auc"] is not None:
+        fpr, tpr, _ = roc_curve(onehot.ravel(), scores.ravel())
+        ax.plot(fpr, tpr, "k:", lw=2, label=f"micro-average (AUC {metrics['micro_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    macro = metrics["macro_auc"]
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"ROC, one class vs rest (macro AUC {macro:.3f})" if macro is not None else "ROC, one class vs rest")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def confusion_matrices(cm: np.ndarray, labels: list[str]):
+    cm = np.asarray(cm)
+    normalized = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, matrix, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], normalized, "normalised per true class", ".2f")):
+        ax.imshow(matrix, cmap="Blues", vmin=0)
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true", title=title)
+        ax.set_xticklabels(labels, rotation=45, ha="right")
+        ax.set_yticklabels(labels)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center",
+                        color="white" if matrix[i, j] > threshold else "black", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,179 @@
+"""Reading PARAMETERS.py and its ``--set name=value`` overrides, and checking them before work starts."""
+from __future__ import annotations
+
+import argparse
+import ast
+import types
+import typing
+from pathlib import Path
+
+from .errors import UserError
+
+CHOICES = {
+    "classifier": ("svm", "dnn", "svmDnnRefined"),
+    "imagesSplitBy": ("filename", "subdir"),
+    "rf_device": ("auto", "cuda", "cpu"),
+    "run_engine": ("auto", "onnxruntime", "torch"),
+}
+
+
+class SettingsError(UserError, ValueError):
+    """A parameter name or value that cannot work; the message says what to fix."""
+
+
+def parse_value(text: str):
+    """A Python literal, or the bare text as a string when it is not one."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _matches(value, annotation) -> bool:
+    if annotation is typing.Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is None or annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        annotation = origin
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def apply_overrides(defaults: dict, annotations: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``defaults`` with each ``name=value`` of ``overrides`` applied and type-checked."""
+    params = dict(defaults)
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise SettingsError(f"--set {item!r}: expected name=value, e.g. --set datasetName=solar")
+        if name not in defaults:
+            close = [n for n in defaults if n.lower() == name.lower()]
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SettingsError(f"--set {item!r}: {name!r} is not a parameter of PARAMETERS.py.{hint}")
+        value = parse_value(text.strip())
+        annotation = annotations.get(name, type(defaults[name]))
+        if not _matches(value, annotation):
+            raise SettingsError(
+                f"--set {item!r}: {name} must be of type {_type_name(annotation)}, got {type(value).__name__} {value!r}"
+            )
+        if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        params[name] = value
+    return params
+
+
+def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
+    """Check values that have the right type but cannot work."""
+    for name, allowed in CHOICES.items():
+        if name in params and params[name] not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {params[name]!r}")
+    backbone_names = list(backbone_names)
+    if backbone_names and params.get("rf_pretrainedModel") not in backbone_names:
+        raise SettingsError(
+            f"rf_pretrainedModel must be one of {', '.join(map(repr, backbone_names))}, got {params.get('rf_pretrainedModel')!r}"
+        )
+    if "ratioTrainTest" in params and not 0 < params["ratioTrainTest"] < 1:
+        raise SettingsError(f"ratioTrainTest must lie strictly between 0 and 1, got {params['ratioTrainTest']}")
+    for name in ("rf_inputResolution", "rf_mbSize", "rf_maxEpochs", "run_mbSize", "dl_maxImageSize", "dl_numWorkers"):
+        if name in params and params[name] < 1:
+            raise SettingsError(f"{name} must be at least 1, got {params[name]}")
+    if "rf_inputResolution" in params and params["rf_inputResolution"] < 32:
+        raise SettingsError(f"rf_inputResolution must be at least 32 pixels, got {params['rf_inputResolution']}")
+    if "rf_lrPerMb" in params and (not params["rf_lrPerMb"] or not all(_matches(v, float) for v in params["rf_lrPerMb"])):
+        raise SettingsError(f"rf_lrPerMb must be a non-empty list of numbers, got {params['rf_lrPerMb']!r}")
+    if "svm_CVals" in params and (not params["svm_CVals"] or not all(_matches(v, float) and v > 0 for v in params["svm_CVals"])):
+        raise SettingsError(f"svm_CVals must be a non-empty list of positive numbers, got {params['svm_CVals']!r}")
+    if "svm_cvFolds" in params and params["svm_cvFolds"] < 2:
+        raise SettingsError(f"svm_cvFolds must be at least 2, got {params['svm_cvFolds']}")
+    if params.get("rf_pretrainedWeights") and not Path(params["rf_pretrainedWeights"]).is_file():
+        raise SettingsError(f"rf_pretrainedWeights: no such file {params['rf_pretrainedWeights']!r}")
+
+
+def module_parameters(module: types.ModuleType) -> tuple[dict, dict]:
+    """The parameters (public, non-module, non-callable names) of a PARAMETERS module and their annotations."""
+    values = {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and not callable(value)
+    }
+    return values, dict(getattr(module, "__annotations__", {}))
+
+
+def parse(module: types.ModuleType, argv: list[str] | None = None, description: str | None = None,
+          backbone_names: typing.Iterable[str] = (), add_arguments=None) -> tuple[types.SimpleNamespace, argparse.Namespace]:
+    """Parse a script's command line: every ``--set name=value`` applied to ``module``'s parameters.
+
+    Returns the parameters as a namespace, and the other parsed arguments (from ``add_arguments(parser)``).
+    Exits with one clear sentence on an unknown name or a wrong value.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a parameter of PARAMETERS.py with a Python literal; repeatable")
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    defaults, annotations = module_parameters(module)
+    try:
+        params = apply_overrides(defaults, annotations, args.set)
+        validate(params, backbone_names)
+    except SettingsError as err:
+        parser.exit(2, f"error: {err}\n")
+    return types.SimpleNamespace(**params), args
+
+
+class DatasetPaths:
+    """Where one dataset's images and artifacts live; every artifact file is named once, here."""
+
+    def __init__(self, data_dir: Path, dataset_name: str):
+        self.data_dir = Path(data_dir)
+        self.dataset_name = dataset_name
+        self.images = self.data_dir / "images" / dataset_name
+        self.proc = proc = self.data_dir / "proc" / dataset_name
+        self.dedicated_test = self.images / "dedicatedTestImages.tsv"
+        self.download_report = proc / "download_report.tsv"
+        self.split = proc / "split.json"
+        self.labels = proc / "labels.json"
+        self.image_report = proc / "unreadable_images.tsv"
+        self.model_meta = proc / "model.json"
+        self.model_weights = proc / "model.pt"
+        self.checkpoint = proc / "refine_checkpoint.pt"
+        self.refine_plot = proc / "refine_errors.png"
+        self.featurizer_onnx = proc / "featurizer.onnx"
+        self.feature_cache = proc / "feature_cache"
+        self.features = proc / "features.npz"
+        self.svm = proc / "svm.npz"
+        self.svm_meta = proc / "svm.json"
+        self.svm_plot = proc / "svm_cv_accuracy.png"
+        self.metrics = proc / "metrics.json"
+        self.roc_plot = proc / "roc.png"
+        self.confusion_plot = proc / "confusion_matrix.png"
+
+
+def dataset_paths(params) -> DatasetPaths:
+    return DatasetPaths(Path(params.DATA_DIR).expanduser().resolve(), params.datasetName)
+
+
+def run(main) -> None:
+    """Run a script's ``main()``; an expected problem ends it with one line on stderr and exit code 1."""
+    import sys
+
+    try:
+        main()
+    except (UserError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: finished artifacts are kept; run the script again to continue", file=sys.stderr)
+        sys.exit(130)

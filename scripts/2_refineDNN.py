@@ -1,0 +1,64 @@
+"""Step 2: prepare the DNN that featurizes the images.
+
+- classifier 'svm': the pretrained backbone is used as it is (fast, no GPU needed); only model.json is written.
+- classifier 'dnn' or 'svmDnnRefined': the backbone gets a new head for our classes and is fine-tuned with the
+  rf_* parameters, on CUDA with mixed precision when a GPU is there, else on the CPU. A checkpoint is written
+  after each epoch, and a killed run resumes from it. Writes model.pt (state dict), model.json and
+  refine_errors.png (training and test error per epoch).
+"""
+import PARAMETERS
+from libraries import model_io, plots, refine, settings
+from libraries.artifacts import load_json, save_figure, text_digest
+from libraries.backbones import BACKBONES, build_classifier, get_backbone
+
+P, _ = settings.parse(PARAMETERS, description=__doc__, backbone_names=BACKBONES)
+paths = settings.dataset_paths(P)
+
+
+def main():
+    split = load_json(paths.split) if paths.split.is_file() else None
+    if split is None:
+        raise FileNotFoundError(f"{paths.split} does not exist: run scripts/1_prepareData.py first")
+    labels = split["labels"]
+    spec = get_backbone(P.rf_pretrainedModel)
+    refined = P.classifier != "svm"
+    rf_params = {k: v for k, v in vars(P).items() if k.startswith("rf_") and k not in ("rf_device", "rf_numWorkers")}
+    config_key = text_digest([refined, rf_params if refined else [P.rf_pretrainedModel, P.rf_pretrainedWeights,
+                              P.rf_inputResolution], P.randomSeed if refined else None, split["train"], split["test"] if refined else None])
+    meta = model_io.describe(P.rf_pretrainedModel, P.rf_inputResolution, labels, refined, P.rf_pretrainedWeights, config_key)
+
+    if paths.model_meta.is_file():
+        try:
+            previous = model_io.load_meta(paths.model_meta)
+            if previous.get("config_key") == config_key:
+                print(f"{paths.model_meta} is up to date for these parameters; nothing to do")
+                return
+        except FileNotFoundError:
+            pass
+
+    if not refined:
+        build_classifier(P.rf_pretrainedModel, len(labels), P.rf_inputResolution, P.rf_pretrainedWeights)  # fails early
+        model_io.save_fixed(paths.model_meta, meta)
+        print(f"classifier='svm': {spec.name} from {spec.weight_source} is used as it is, without refinement; "
+              f"wrote {paths.model_meta}")
+        return
+
+    model = build_classifier(P.rf_pretrainedModel, len(labels), P.rf_inputResolution, P.rf_pretrainedWeights, P.rf_dropoutRate)
+    config = refine.RefineConfig(
+        input_size=P.rf_inputResolution, mean=spec.mean, std=spec.std, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
+        momentum=P.rf_momentumPerMb, weight_decay=P.rf_l2RegWeight, batch_size=P.rf_mbSize,
+        freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet,
+        max_train_images=P.rf_maxTrainImages, device=P.rf_device, num_workers=P.rf_numWorkers, seed=P.randomSeed)
+    device = refine.resolve_device(P.rf_device)
+    print(f"refining {spec.name} ({len(split['train'])} training images, {len(labels)} classes) for {P.rf_maxEpochs} "
+          f"epoch(s) on {device}{' with mixed precision' if device.type == 'cuda' else ''}")
+    to_items = lambda rows: [(paths.images / rel, label) for rel, label in rows]  # noqa: E731
+    history = refine.refine(model, to_items(split["train"]), to_items(split["test"]), config,
+                            checkpoint_path=paths.checkpoint, config_key=config_key)
+    save_figure(paths.refine_plot, plots.refine_errors(history))
+    model_io.save_refined(paths.model_meta, paths.model_weights, model, {**meta, "history": history})
+    paths.checkpoint.unlink(missing_ok=True)
+    print(f"wrote {paths.model_weights}, {paths.model_meta} and {paths.refine_plot}")
+
+
+settings.run(main)

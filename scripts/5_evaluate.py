@@ -1,0 +1,59 @@
+"""Step 5: score the test images with the chosen classifier and report how well it does.
+
+Prints per-class accuracy, precision, recall, F1 and AUC, then overall and class-averaged accuracy. Writes
+metrics.json, roc.png (one-vs-rest ROC with per-class, micro and macro AUC) and confusion_matrix.png.
+"""
+import numpy as np
+
+import PARAMETERS
+from libraries import evaluation, plots, settings, svm
+from libraries.artifacts import load_json, load_npz, save_figure, save_json
+
+P, _ = settings.parse(PARAMETERS, description=__doc__)
+paths = settings.dataset_paths(P)
+
+
+def main():
+    for needed, step in ((paths.features, 3), (paths.model_meta, 2)):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} does not exist: run scripts/{step}_*.py first")
+    data = load_npz(paths.features)
+    labels = load_json(paths.split)["labels"]
+    test = data["subset"] == "test"
+    if not test.any():
+        raise settings.UserError("the test set is empty: lower ratioTrainTest or add images, then rerun scripts 1-4")
+    x, y = data["features"][test], data["labels"][test]
+
+    if P.classifier == "dnn":
+        meta = load_json(paths.model_meta)
+        if not meta["refined"]:
+            raise settings.UserError("classifier='dnn' needs a refined DNN: run scripts/2_refineDNN.py with classifier='dnn'")
+        scores = evaluation.softmax(dnn_logits(x))
+    else:
+        if not paths.svm.is_file():
+            raise FileNotFoundError(f"{paths.svm} does not exist: run scripts/4_trainSVM.py first")
+        svm_meta = load_json(paths.svm_meta)
+        if svm_meta["feature_key"] != str(data["feature_key"]):
+            raise settings.UserError(f"{paths.svm} was trained on other features: rerun scripts/4_trainSVM.py")
+        model = load_npz(paths.svm)
+        scores = svm.decision_scores(x, model["coef"], model["intercept"], l2=svm_meta["l2_normalize"])
+
+    metrics = evaluation.compute_metrics(y, scores, labels, P.classifier)
+    metrics["test_images"] = [str(p) for p in data["paths"][test]]
+    save_json(paths.metrics, metrics)
+    save_figure(paths.roc_plot, plots.roc_curves(y, scores, labels, metrics))
+    save_figure(paths.confusion_plot, plots.confusion_matrices(np.array(metrics["confusion_matrix"]), labels))
+    print(evaluation.report(metrics))
+    print(f"wrote {paths.metrics}, {paths.roc_plot} and {paths.confusion_plot}")
+
+
+def dnn_logits(features):
+    """The refined network's own head, applied to its pooled features (dropout is off at inference)."""
+    import torch
+
+    state = torch.load(paths.model_weights, map_location="cpu", weights_only=True)
+    weight, bias = state["head.weight"].numpy(), state["head.bias"].numpy()
+    return features @ weight.T + bias
+
+
+settings.run(main)

@@ -1,0 +1,58 @@
+"""Test data made by the tests themselves: small images of easily told-apart classes, and broken files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pattern_image(kind: str, index: int, size: int = 96) -> Image.Image:
+    """A noisy striped image: 'horizontal', 'vertical' or 'checker' stripes, varied by ``index``."""
+    rng = np.random.default_rng(index)
+    period = 8 + index % 5
+    y, x = np.mgrid[0:size, 0:size]
+    if kind == "horizontal":
+        base = (y // period) % 2
+    elif kind == "vertical":
+        base = (x // period) % 2
+    else:
+        base = ((x // period) + (y // period)) % 2
+    colour = rng.integers(60, 255, size=3)
+    array = base[:, :, None] * colour + rng.normal(0, 20, (size, size, 3))
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def make_dataset(root: Path, counts: dict[str, int], size: int = 96, fmt: str = "JPEG") -> Path:
+    """Write ``counts[label]`` images per class folder under ``root``; return ``root``."""
+    kinds = ["horizontal", "vertical", "checker"]
+    for k, (label, n) in enumerate(counts.items()):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            suffix = ".jpg" if fmt == "JPEG" else ".png"
+            pattern_image(kinds[k % 3], 1000 * k + i, size).save(folder / f"{label}_{i:03d}{suffix}", fmt)
+    return root
+
+
+@pytest.fixture
+def small_dataset(tmp_path) -> Path:
+    """DATA_DIR with images/toy/{horizontal,vertical}/ holding 12 JPEGs each."""
+    make_dataset(tmp_path / "images" / "toy", {"horizontal": 12, "vertical": 12})
+    return tmp_path
+
+
+def run_script(name: str, data_dir: Path, *sets: str, check: bool = True, timeout: float = 600, env_extra=None):
+    """Run scripts/<name> as a user would, with DATA_DIR and ``--set`` overrides; return the CompletedProcess."""
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    cmd = [sys.executable, str(REPO / "scripts" / name)] + [a for s in sets for a in ("--set", s)]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result

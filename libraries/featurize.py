@@ -27,10 +27,10 @@ from .presets import eval_preprocess
 
 
 def export_onnx(module, path: Path, input_size: int, opset: int = 17) -> None:
-    """Export a (B, 3, S, S) -> (B, D) module to ONNX with a dynamic batch axis, atomically."""
+    """Export a (B, S, S, 3) uint8 -> (B, D) float module to ONNX with a dynamic batch axis, atomically."""
     import torch
 
-    dummy = torch.zeros(2, 3, input_size, input_size)
+    dummy = torch.zeros(2, input_size, input_size, 3, dtype=torch.uint8)
     with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["input"], output_names=["output"],
@@ -69,8 +69,6 @@ class TorchEngine:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
             return self.module(x).float().cpu().numpy()
 
@@ -93,8 +91,8 @@ def choose_engine(requested: str = "auto") -> str:
         return "cpu"
 
 
-def load_and_preprocess(path: Path, size: int, mean, std) -> np.ndarray:
-    return eval_preprocess(read_image(path, min_size=size), size, mean, std)
+def load_and_preprocess(path: Path, size: int) -> np.ndarray:
+    return eval_preprocess(read_image(path, min_size=size), size)
 
 
 def iter_batches(items: list, load: Callable, batch_size: int, workers: int = 2, prefetch_batches: int = 2
@@ -146,7 +144,7 @@ class FeatureCache:
             save_npz(self.path, digests=digests, vectors=np.stack(list(self.vectors.values())).astype(np.float32))
 
 
-def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], size: int, mean, std, cache: FeatureCache,
+def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], size: int, cache: FeatureCache,
               batch_size: int = 64, workers: int = 2, save_every_s: float = 60.0, progress: bool = True
               ) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
     """Features of every path, from the cache where it holds them and from ``engine`` otherwise.
@@ -161,7 +159,7 @@ def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], siz
     last_save = time.monotonic()
     if todo:
         bar = tqdm(total=len(todo), desc=f"featurizing ({len(paths) - len(todo)} cached)", unit="img", disable=not progress)
-        load = lambda i: load_and_preprocess(paths[i], size, mean, std)  # noqa: E731
+        load = lambda i: load_and_preprocess(paths[i], size)  # noqa: E731
         for indices, batch, errors in iter_batches(todo, load, batch_size, workers):
             failures += [(paths[todo[k]], reason) for k, reason in errors]
             if batch is not None:

@@ -133,7 +133,7 @@ def read_image(source: str | Path | bytes, min_size: int | None = None,
                     and data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9"):
                 array = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS[factor])
                 if array is not None:  # cv2 applies the EXIF orientation itself
-                    return np.ascontiguousarray(array[:, :, ::-1])
+                    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array)
             try:
                 if factor > 1 and image.format == "JPEG":
                     image.draft("RGB" if image.mode == "RGB" else image.mode, (width // factor, height // factor))

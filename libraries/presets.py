@@ -1,40 +1,50 @@
-"""Image preprocessing, shared by refinement, featurization and export so that they cannot drift apart.
+"""Image preprocessing, shared by refinement, featurization, export and serving so that they cannot drift apart.
 
-Evaluation: the whole image is resized (aspect ratio not kept, nothing cropped away, as in the original
-sample) to ``size`` x ``size`` with Pillow's antialiased bilinear filter, then normalised per channel as
-``(pixel - mean) / std`` in 0..255 units. Training: a random resized crop, a horizontal flip and colour
-jitter, then the same normalisation.
+Host side (here): the decoded image is resized whole to ``size`` x ``size`` (aspect ratio not kept, nothing
+cropped away, as in the original sample) and handed over as uint8 RGB, (size, size, 3). Network side: the
+first layer of every model (``backbones.Normalize``) turns uint8 into ``(pixel - mean) / std`` with the
+backbone's own mean and std, so torch, the exported ONNX graph and the web service all normalise the same way.
+Training replaces the resize with a random resized crop, a horizontal flip and colour jitter.
 """
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-PREPROCESSING_VERSION = "resize-bilinear-v1"  # part of every feature-cache key: change it when the code below changes
+try:
+    import cv2
+
+    cv2.setNumThreads(1)
+except ImportError:  # pragma: no cover - Pillow fallback where OpenCV is absent
+    cv2 = None
+
+PREPROCESSING_VERSION = "resize-linear-area-uint8-v2"  # part of every feature-cache key: change it when the code below changes
 
 
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 image to (size, size, 3)."""
-    if rgb.shape[0] == size and rgb.shape[1] == size:
+    """Resize an (H, W, 3) uint8 image to (size, size, 3): bilinear, or pixel-area averaging when shrinking
+    by more than 2x (so that large images do not alias)."""
+    height, width = rgb.shape[:2]
+    if height == size and width == size:
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    if cv2 is None:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    shrink = max(height, width) / size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink > 2 else cv2.INTER_LINEAR)
 
 
-def normalize(rgb: np.ndarray, mean, std) -> np.ndarray:
-    """(H, W, 3) uint8 to a (3, H, W) float32 array, ``(pixel - mean) / std`` per channel."""
-    scale = (1.0 / np.asarray(std, dtype=np.float32)).reshape(3, 1, 1)
-    offset = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    return (rgb.transpose(2, 0, 1).astype(np.float32) - offset) * scale
+def eval_preprocess(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The host-side preprocessing of every non-training pass: (size, size, 3) uint8 RGB."""
+    return np.ascontiguousarray(resize_square(rgb, size))
 
 
-def eval_preprocess(rgb: np.ndarray, size: int, mean, std) -> np.ndarray:
-    """The preprocessing of every non-training pass: resize, then normalise. Returns (3, size, size) float32."""
-    return normalize(resize_square(rgb, size), mean, std)
+def _to_hwc(image):
+    return image.permute(1, 2, 0).contiguous()
 
 
-def train_transform(size: int, mean, std):
-    """Train-time augmentation, from an (H, W, 3) uint8 array to a normalised (3, size, size) float tensor."""
-    import torch
+def train_transform(size: int):
+    """Train-time augmentation: (H, W, 3) uint8 array -> (size, size, 3) uint8 tensor, like ``eval_preprocess``."""
     from torchvision.transforms import v2
 
     return v2.Compose([
@@ -42,6 +52,5 @@ def train_transform(size: int, mean, std):
         v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        v2.ToDtype(torch.float32, scale=False),
-        v2.Normalize(mean=list(mean), std=list(std)),
+        _to_hwc,
     ])

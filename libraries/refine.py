@@ -7,6 +7,7 @@ head, optional freezing of the pretrained layers and class-balanced sampling, tr
 from __future__ import annotations
 
 import os
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,8 +52,6 @@ def collate(batch):
 @dataclass
 class RefineConfig:
     input_size: int
-    mean: tuple
-    std: tuple
     epochs: int = 45
     lr_per_epoch: list = field(default_factory=lambda: [0.01] * 20 + [0.001] * 20 + [0.0001])
     momentum: float = 0.9
@@ -114,8 +113,8 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], test_items: l
     amp = device.type == "cuda"
     workers = config.num_workers if config.num_workers is not None else min(8, os.cpu_count() or 1)
     size = config.input_size
-    train_set = ImageListDataset(train_items, train_transform(size, config.mean, config.std), size)
-    test_set = ImageListDataset(test_items, lambda im: eval_preprocess(im, size, config.mean, config.std), size)
+    train_set = ImageListDataset(train_items, train_transform(size), size)
+    test_set = ImageListDataset(test_items, partial(eval_preprocess, size=size), size)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(np.array([label for _, label in train_items]), config.balance_classes,
                            config.max_train_images, generator)
@@ -163,8 +162,6 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], test_items: l
                 continue
             x, y = batch
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=amp):
                 logits = model(x)
                 loss = loss_fn(logits, y)

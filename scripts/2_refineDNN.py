@@ -45,7 +45,7 @@ def main():
 
     model = build_classifier(P.rf_pretrainedModel, len(labels), P.rf_inputResolution, P.rf_pretrainedWeights, P.rf_dropoutRate)
     config = refine.RefineConfig(
-        input_size=P.rf_inputResolution, mean=spec.mean, std=spec.std, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
+        input_size=P.rf_inputResolution, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
         momentum=P.rf_momentumPerMb, weight_decay=P.rf_l2RegWeight, batch_size=P.rf_mbSize,
         freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet,
         max_train_images=P.rf_maxTrainImages, device=P.rf_device, num_workers=P.rf_numWorkers, seed=P.randomSeed)

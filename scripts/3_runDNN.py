@@ -30,7 +30,7 @@ def main():
     engine = make_engine(meta, key)
     print(f"featurizing {len(rows)} images with {meta['backbone']} at {meta['input_size']} px, engine: {engine.name}")
     features, kept, failures = featurize.featurize(
-        image_paths, engine, meta["input_size"], meta["mean"], meta["std"], cache, batch_size=P.run_mbSize)
+        image_paths, engine, meta["input_size"], cache, batch_size=P.run_mbSize)
     for path, reason in failures:
         print(f"skipped unreadable image {path}: {reason}")
     kept_rows = [rows[i] for i in kept]

@@ -20,7 +20,7 @@ def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
     torch.testing.assert_close(model.backbone.net._conv_stem.weight, packaged["_conv_stem.weight"])
     assert isinstance(model.backbone.net._swish, torch.nn.ReLU6)  # Lite models keep ReLU6
     with torch.inference_mode():
-        features = FeatureExtractor(model.eval())(torch.zeros(2, 3, 224, 224))
+        features = FeatureExtractor(model.eval())(torch.zeros(2, 224, 224, 3, dtype=torch.uint8))
     assert features.shape == (2, 1280)
 
 
@@ -33,7 +33,7 @@ def test_resnets_from_a_local_weights_file(tmp_path, name, dim):
     model = build_classifier(name, num_classes=2, input_size=64, weights=str(tmp_path / "w.pth")).eval()
     torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)
     with torch.inference_mode():
-        assert model.features(torch.zeros(1, 3, 64, 64)).shape == (1, dim)
+        assert model.features(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)).shape == (1, dim)
 
 
 def test_resnet_offline_without_weights_names_both_fixes(monkeypatch, tmp_path):

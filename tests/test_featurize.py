@@ -28,12 +28,11 @@ def test_cache_makes_a_rerun_featurize_only_new_images(tmp_path, extractor):
     make_dataset(tmp_path / "img", {"a": 6, "b": 6})
     paths = sorted((tmp_path / "img").rglob("*.jpg"))
     engine = CountingEngine(featurize.TorchEngine(extractor))
-    mean, std = (127.0,) * 3, (128.0,) * 3
     cache = featurize.FeatureCache(tmp_path / "cache.npz")
-    first, rows, failures = featurize.featurize(paths[:10], engine, SIZE, mean, std, cache, batch_size=4, progress=False)
+    first, rows, failures = featurize.featurize(paths[:10], engine, SIZE, cache, batch_size=4, progress=False)
     assert first.shape == (10, 1280) and engine.images == 10 and not failures
     cache = featurize.FeatureCache(tmp_path / "cache.npz")  # as a new run would
-    second, rows, _ = featurize.featurize(paths, engine, SIZE, mean, std, cache, batch_size=4, progress=False)
+    second, rows, _ = featurize.featurize(paths, engine, SIZE, cache, batch_size=4, progress=False)
     assert engine.images == 12  # only the 2 new images
     np.testing.assert_allclose(second[:10], first, atol=1e-5)
     assert list(rows) == list(range(12))
@@ -44,8 +43,7 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path, extractor):
     (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
     paths = sorted((tmp_path / "a").iterdir())
     cache = featurize.FeatureCache(tmp_path / "cache.npz")
-    features, rows, failures = featurize.featurize(paths, featurize.TorchEngine(extractor), SIZE, (127,) * 3, (128,) * 3,
-                                                   cache, batch_size=2, progress=False)
+    features, rows, failures = featurize.featurize(paths, featurize.TorchEngine(extractor), SIZE, cache, batch_size=2, progress=False)
     assert features.shape[0] == 3
     assert [p.name for p, _ in failures] == ["broken.jpg"]
     assert [paths[i].name for i in rows] == ["a_000.jpg", "a_001.jpg", "a_002.jpg"]
@@ -53,7 +51,7 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path, extractor):
 
 def test_onnxruntime_matches_torch(tmp_path, extractor):
     make_dataset(tmp_path, {"a": 4})
-    batch = np.stack([featurize.load_and_preprocess(p, SIZE, (127,) * 3, (128,) * 3) for p in sorted((tmp_path / "a").iterdir())])
+    batch = np.stack([featurize.load_and_preprocess(p, SIZE) for p in sorted((tmp_path / "a").iterdir())])
     featurize.export_onnx(extractor, tmp_path / "f.onnx", SIZE)
     ort_out = featurize.OnnxEngine(tmp_path / "f.onnx")(batch)
     torch_out = featurize.TorchEngine(extractor)(batch)
@@ -78,18 +76,28 @@ def test_iter_batches_keeps_order_and_bounds_prefetch():
     assert peak <= 8 * 2 + 8
 
 
-def test_eval_preprocess_shapes_and_normalisation():
-    rgb = np.full((30, 50, 3), 255, np.uint8)
-    x = presets.eval_preprocess(rgb, 32, (127,) * 3, (128,) * 3)
-    assert x.shape == (3, 32, 32) and x.dtype == np.float32
-    np.testing.assert_allclose(x, 1.0)
+def test_eval_preprocess_resizes_whole_image_to_uint8():
+    rgb = np.zeros((30, 60, 3), np.uint8)
+    rgb[:, 30:] = 200  # right half bright: stays the right half, nothing cropped
+    x = presets.eval_preprocess(rgb, 32)
+    assert x.shape == (32, 32, 3) and x.dtype == np.uint8
+    assert x[:, :14].max() == 0 and x[:, 18:].min() == 200
+    big = presets.eval_preprocess(np.full((900, 700, 3), 7, np.uint8), 64)  # > 2x shrink: area averaging
+    assert big.shape == (64, 64, 3) and (big == 7).all()
+
+
+def test_normalize_layer_matches_backbone_convention():
+    from libraries.backbones import Normalize
+
+    x = torch.tensor([[[[255, 127, 0]]]], dtype=torch.uint8)  # (1, 1, 1, 3)
+    out = Normalize((127.0,) * 3, (128.0,) * 3)(x)
+    assert out.shape == (1, 3, 1, 1)
+    torch.testing.assert_close(out.flatten(), torch.tensor([1.0, 0.0, -127 / 128]))
 
 
 def test_train_transform_output():
-    t = presets.train_transform(48, (127,) * 3, (128,) * 3)
-    out = t(np.zeros((60, 80, 3), np.uint8))
-    assert isinstance(out, torch.Tensor) and out.shape == (3, 48, 48)
-    torch.testing.assert_close(out, torch.full_like(out, -127 / 128))
+    out = presets.train_transform(48)(np.full((60, 80, 3), 9, np.uint8))
+    assert isinstance(out, torch.Tensor) and out.shape == (48, 48, 3) and out.dtype == torch.uint8
 
 
 def test_engine_choice_on_cpu():

@@ -16,7 +16,7 @@ def items(root):
 
 
 def config(**kw):
-    settings = dict(input_size=SIZE, mean=(127.0,) * 3, std=(128.0,) * 3, epochs=1, lr_per_epoch=[0.01], batch_size=4,
+    settings = dict(input_size=SIZE, epochs=1, lr_per_epoch=[0.01], batch_size=4,
                     num_workers=0, device="cpu")
     return refine.RefineConfig(**{**settings, **kw})
 

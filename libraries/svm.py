@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
+from tqdm.auto import tqdm
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -21,7 +22,7 @@ def cv_folds(labels: np.ndarray, requested: int) -> int:
 
 
 def select_c(features: np.ndarray, labels: np.ndarray, c_values: list[float], folds: int = 5,
-             random_state: int = 0) -> list[dict]:
+             random_state: int = 0, progress: bool = False) -> list[dict]:
     """Cross-validated accuracy (mean and std over stratified folds) of ``LinearSVC(class_weight='balanced')``
     for each C, on the given (training) features only."""
     splitter = StratifiedKFold(n_splits=cv_folds(labels, folds), shuffle=True, random_state=random_state)
@@ -29,7 +30,7 @@ def select_c(features: np.ndarray, labels: np.ndarray, c_values: list[float], fo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message="The least populated class")
-        for c in c_values:
+        for c in tqdm(c_values, desc="cross-validating C", unit="C", disable=not progress, leave=False):
             scores = cross_val_score(make_svm(c, random_state), features, labels, cv=splitter, scoring="accuracy")
             table.append({"C": float(c), "cv_accuracy": float(scores.mean()), "cv_std": float(scores.std())})
     return table

@@ -29,7 +29,7 @@ def main():
     if P.svm_boL2Normalize:
         x = svm.l2_normalize(x)
 
-    table = svm.select_c(x, y, P.svm_CVals, folds=P.svm_cvFolds, random_state=P.randomSeed)
+    table = svm.select_c(x, y, P.svm_CVals, folds=P.svm_cvFolds, random_state=P.randomSeed, progress=True)
     chosen = svm.best_c(table)
     print(f"{'C':>10}  {'CV accuracy':>12}  (stratified {svm.cv_folds(y, P.svm_cvFolds)}-fold, training split only)")
     for row in table:

@@ -103,3 +103,26 @@ def test_train_transform_output():
 def test_engine_choice_on_cpu():
     assert featurize.choose_engine("auto") == ("cuda" if torch.cuda.is_available() else "onnxruntime")
     assert featurize.choose_engine("torch") in ("cpu", "cuda")
+
+
+def test_an_interrupted_featurization_keeps_finished_batches(tmp_path, extractor):
+    make_dataset(tmp_path / "img", {"a": 10})
+    paths = sorted((tmp_path / "img").rglob("*.jpg"))
+    torch_engine = featurize.TorchEngine(extractor)
+    calls = 0
+
+    def dies_on_third_batch(batch):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return torch_engine(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        featurize.featurize(paths, dies_on_third_batch, SIZE, featurize.FeatureCache(tmp_path / "c.npz"), batch_size=2,
+                            save_every_s=0, progress=False)
+    engine = CountingEngine(torch_engine)
+    features, rows, _ = featurize.featurize(paths, engine, SIZE, featurize.FeatureCache(tmp_path / "c.npz"), batch_size=2,
+                                            progress=False)
+    assert engine.images == 6  # the two finished batches (4 images) were kept on disk
+    assert features.shape == (10, 1280)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO, make_dataset, pattern_image, run_script
 
@@ -29,6 +30,17 @@ def messy_dataset(data_dir):
     (images / "vertical" / ".DS_Store").write_bytes(b"\0\0")
     (images / "horizontal" / "Thumbs.db").write_bytes(b"\0\0")
     pattern_image("vertical", 77, 80).save(images / "vertical" / "Größe_ñ.JPG", "JPEG")
+    Image.new("1", (12000, 12000)).save(images / "horizontal" / "bomb.png", optimize=True)
+    # unusual but good images: all must be used, none reported
+    pattern_image("horizontal", 40, 96).convert("CMYK").save(images / "horizontal" / "cmyk.jpg", "JPEG")
+    pattern_image("horizontal", 41, 96).convert("P").save(images / "horizontal" / "palette.png")
+    pattern_image("horizontal", 42, 96).convert("RGBA").save(images / "horizontal" / "rgba.png")
+    deep = (np.asarray(pattern_image("vertical", 43, 96).convert("L")).astype(np.uint16) * 257)
+    Image.fromarray(deep).save(images / "vertical" / "deep16.png")
+    rotated = pattern_image("vertical", 44, 96)
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(images / "vertical" / "rotated.jpg", "JPEG", exif=exif.tobytes())
     return images
 
 
@@ -42,13 +54,19 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     out = run_script("1_prepareData.py", tmp_path, *FAST).stdout
     assert "class folder" in out and "empty_class is empty and is ignored" in out
     assert "'checker' has 1 image(s) and none in the test set" in out
-    for name, reason in (("zero.jpg", "empty file (0 bytes)"), ("notes.jpg", "not an image"), ("cut.jpg", "truncated")):
+    for name, reason in (("zero.jpg", "empty file (0 bytes)"), ("notes.jpg", "not an image"), ("cut.jpg", "truncated"),
+                         ("bomb.png", "12000x12000 = 144,000,000 pixels is above the limit")):
         assert f"{name}: {reason}" in out
     report = (proc(tmp_path) / "unreadable_images.tsv").read_text()
-    assert report.count("\n") == 4 and "cut.jpg" in report and ".DS_Store" not in report and "Thumbs.db" not in out
+    assert report.count("\n") == 5 and "cut.jpg" in report and ".DS_Store" not in report and "Thumbs.db" not in out
     split = json.loads((proc(tmp_path) / "split.json").read_text())
     assert split["labels"] == ["checker", "horizontal", "vertical"]
-    assert "vertical/Größe_ñ.JPG" in {p for p, _ in split["train"] + split["test"]}
+    used = {p for p, _ in split["train"] + split["test"]}
+    expected = {p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file()} - {
+        "horizontal/zero.jpg", "vertical/notes.jpg", "vertical/cut.jpg", "horizontal/bomb.png", "vertical/.DS_Store",
+        "horizontal/Thumbs.db"}
+    assert used == expected  # nothing else was lost: the CMYK, palette, RGBA, 16-bit, rotated and non-ASCII ones are in
+    assert len(used) == 1 + 14 + 14 + 3 + 3
 
     out = run_script("2_refineDNN.py", tmp_path, *FAST).stdout
     assert "used as it is, without refinement" in out

@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed
 TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 RUN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) ,)$(PY)
 SET ?=
+# the web service (make serve): its settings come from the environment
+HOST ?= 127.0.0.1
+PORT ?= 5000
+WORKERS ?= 2
+GUNICORN := $(VENV)/bin/gunicorn --chdir scripts --bind $(HOST):$(PORT) --workers $(WORKERS) --no-control-socket --access-logfile - deploymain:app
 
-.PHONY: demo test test-fast benchmark venv clean
+.PHONY: demo test test-fast benchmark serve browser venv clean
 
 venv: $(STAMP)
 
@@ -27,15 +32,33 @@ demo: $(STAMP)
 	$(RUN) scripts/3_runDNN.py $(SET)
 	$(RUN) scripts/4_trainSVM.py $(SET)
 	$(RUN) scripts/5_evaluate.py $(SET)
+	@echo "starting the web service on $(HOST):$(PORT), calling it with scripts/6_callWebservice.py, stopping it"
+	@MODEL_DIR="$$($(PY) -c 'import sys, PARAMETERS; from libraries import settings; print(settings.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]).proc)' $(SET))" \
+	  $(GUNICORN) --log-level warning & pid=$$!; \
+	  $(PY) scripts/6_callWebservice.py --url http://$(HOST):$(PORT)/score --wait 60 $(SET); status=$$?; \
+	  kill -TERM $$pid; wait $$pid; exit $$status
 
-test: $(STAMP)
+serve: $(STAMP)
+	$(GUNICORN)
+
+test: $(STAMP) browser
 	$(RUN) -m pytest -ra $(PYTEST_ARGS)
+
+# Debian's chromium and its driver, for the upload-page test; where they cannot be installed, that test is skipped
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for the upload-page test"; \
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; } || \
+	  echo "could not install chromium (needs root and Debian's package registry): the browser test will be skipped"; \
+	fi
 
 test-fast: $(STAMP)
 	$(RUN) -m pytest -ra -m "not slow" $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
 	$(RUN) benchmarks/featurize.py
+	$(RUN) benchmarks/service.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

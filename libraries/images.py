@@ -120,6 +120,8 @@ def read_image(source: str | Path | bytes, min_size: int | None = None,
         except UnidentifiedImageError:
             raise ImageError(label, "not an image that Pillow can read (unknown format or not an image at all)") from None
         except Exception as err:  # a damaged header raises all sorts
+            if "truncated" in str(err).lower():
+                raise ImageError(label, f"truncated or incomplete image file ({err})") from None
             raise ImageError(label, f"damaged image header ({err})") from None
         with image:
             width, height = image.size

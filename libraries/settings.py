@@ -159,6 +159,9 @@ class DatasetPaths:
         self.metrics = proc / "metrics.json"
         self.roc_plot = proc / "roc.png"
         self.confusion_plot = proc / "confusion_matrix.png"
+        self.test_scores = proc / "test_scores.npz"
+        self.deploy_onnx = proc / "model.onnx"
+        self.deploy_meta = proc / "deploy.json"
 
 
 def dataset_paths(params) -> DatasetPaths:

@@ -1,13 +1,15 @@
-"""Step 5: score the test images with the chosen classifier and report how well it does.
+"""Step 5: score the test images with the chosen classifier, report how well it does, and export it.
 
 Prints per-class accuracy, precision, recall, F1 and AUC, then overall and class-averaged accuracy. Writes
-metrics.json, roc.png (one-vs-rest ROC with per-class, micro and macro AUC) and confusion_matrix.png.
+metrics.json, test_scores.npz, roc.png (one-vs-rest ROC with per-class, micro and macro AUC) and
+confusion_matrix.png; then the deployable model: model.onnx (uint8 images in, class scores out), labels.json
+and deploy.json.
 """
 import numpy as np
 
 import PARAMETERS
-from libraries import evaluation, plots, settings, svm
-from libraries.artifacts import load_json, load_npz, save_figure, save_json
+from libraries import evaluation, export, model_io, plots, settings, svm
+from libraries.artifacts import load_json, load_npz, save_figure, save_json, save_npz
 
 P, _ = settings.parse(PARAMETERS, description=__doc__)
 paths = settings.dataset_paths(P)
@@ -35,16 +37,26 @@ def main():
         svm_meta = load_json(paths.svm_meta)
         if svm_meta["feature_key"] != str(data["feature_key"]):
             raise settings.UserError(f"{paths.svm} was trained on other features: rerun scripts/4_trainSVM.py")
-        model = load_npz(paths.svm)
-        scores = svm.decision_scores(x, model["coef"], model["intercept"], l2=svm_meta["l2_normalize"])
+        svm_model = load_npz(paths.svm)
+        scores = svm.decision_scores(x, svm_model["coef"], svm_model["intercept"], l2=svm_meta["l2_normalize"])
 
     metrics = evaluation.compute_metrics(y, scores, labels, P.classifier)
     metrics["test_images"] = [str(p) for p in data["paths"][test]]
     save_json(paths.metrics, metrics)
     save_figure(paths.roc_plot, plots.roc_curves(y, scores, labels, metrics))
     save_figure(paths.confusion_plot, plots.confusion_matrices(np.array(metrics["confusion_matrix"]), labels))
+    save_npz(paths.test_scores, paths=data["paths"][test], labels=y, scores=scores.astype(np.float32))
     print(evaluation.report(metrics))
-    print(f"wrote {paths.metrics}, {paths.roc_plot} and {paths.confusion_plot}")
+    print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.roc_plot} and {paths.confusion_plot}")
+
+    classifier, meta = model_io.load_model(paths.model_meta)
+    if P.classifier == "dnn":
+        deployed = export.DeployedModel(classifier, "dnn")
+    else:
+        deployed = export.DeployedModel(classifier, P.classifier, svm_model["coef"], svm_model["intercept"],
+                                        svm_meta["l2_normalize"])
+    onnx_path = export.export(deployed, paths.proc, labels, meta["input_size"], meta["backbone"])
+    print(f"exported the deployable model: {onnx_path}, {paths.labels} and {paths.deploy_meta}")
 
 
 def dnn_logits(features):

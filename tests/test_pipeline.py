@@ -48,6 +48,35 @@ def proc(data_dir):
     return data_dir / "proc" / "toy"
 
 
+def assert_deployed_model_matches_pipeline(data_dir, kind):
+    """model.onnx in onnxruntime gives script 5's test scores, and the same DeployedModel in torch, within 1e-4."""
+    import onnxruntime as ort
+
+    from libraries import export, model_io
+    from libraries.artifacts import load_npz
+    from libraries.featurize import load_and_preprocess
+
+    folder = proc(data_dir)
+    deploy = json.loads((folder / "deploy.json").read_text())
+    assert deploy["classifier"] == kind and json.loads((folder / "labels.json").read_text()) == deploy["labels"]
+    expected = load_npz(folder / "test_scores.npz")
+    batch = np.stack([load_and_preprocess(data_dir / "images" / "toy" / p, deploy["input_size"]) for p in expected["paths"]])
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_scores = np.concatenate([session.run(None, {"input": batch[i:i + 3]})[0] for i in range(0, len(batch), 3)])
+    np.testing.assert_allclose(onnx_scores, expected["scores"], atol=1e-4)
+    classifier, _ = model_io.load_model(folder / "model.json")
+    if kind == "dnn":
+        deployed = export.DeployedModel(classifier, "dnn")
+    else:
+        svm_model = load_npz(folder / "svm.npz")
+        deployed = export.DeployedModel(classifier, kind, svm_model["coef"], svm_model["intercept"])
+    with torch.inference_mode():
+        torch_scores = deployed.eval()(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
+    if kind == "dnn":
+        np.testing.assert_allclose(onnx_scores.sum(axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     images = messy_dataset(tmp_path)
@@ -81,6 +110,25 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     assert metrics["per_class_accuracy"]["checker"] is None
     for name in ("roc.png", "confusion_matrix.png", "svm_cv_accuracy.png", "svm.npz", "svm.json", "features.npz", "labels.json"):
         assert (proc(tmp_path) / name).stat().st_size > 0
+    assert "exported the deployable model" in out
+    assert_deployed_model_matches_pipeline(tmp_path, "svm")
+
+    # step 6: the exported model behind gunicorn, called with the first test image, as `make demo` does
+    from service_helpers import Gunicorn
+
+    server = Gunicorn(proc(tmp_path), workers=1)
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "scripts" / "6_callWebservice.py"), "--url", server.url + "/score",
+                                 "--set", "datasetName=toy", "-n", "2"], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "DATA_DIR": str(tmp_path)})
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    first_test = split["test"][0][0]
+    assert f"image: {images / first_test}" in result.stdout
+    scores = np.load(proc(tmp_path) / "test_scores.npz")
+    predicted = split["labels"][int(scores["scores"][list(scores["paths"]).index(first_test)].argmax())]
+    assert f"label: {predicted}," in result.stdout  # the service says what script 5 predicted
     features = np.load(proc(tmp_path) / "features.npz")
     assert features["features"].shape == (len(split["train"]) + len(split["test"]), 1280)
 
@@ -117,6 +165,7 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     run_script("5_evaluate.py", tmp_path, *dnn)
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "dnn" and set(metrics["per_class_accuracy"]) == {"checker", "horizontal", "vertical"}
+    assert_deployed_model_matches_pipeline(tmp_path, "dnn")
 
     refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]"]
     assert "up to date" in run_script("2_refineDNN.py", tmp_path, *refined).stdout  # the same refined DNN serves both
@@ -125,6 +174,7 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     run_script("5_evaluate.py", tmp_path, *refined)
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "svmDnnRefined" and metrics["overall_accuracy"] >= 0.6
+    assert_deployed_model_matches_pipeline(tmp_path, "svmDnnRefined")
 
     # the fixed model's features differ from the refined one's: switching back to 'svm' re-prepares, never mixes
     run_script("2_refineDNN.py", tmp_path, *FAST)

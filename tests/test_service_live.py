@@ -1,0 +1,148 @@
+"""The service as deployed: gunicorn on 127.0.0.1, a bounded load test, the upload page in headless Chromium,
+script 6, and the container's requirements in a fresh venv."""
+import base64
+import concurrent.futures
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+import venv
+
+import pytest
+import requests
+
+from conftest import REPO, pattern_image
+from service_helpers import Gunicorn, export_tiny_model, rss_kib
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model_dir = export_tiny_model(tmp_path_factory.mktemp("model"))
+    gunicorn = Gunicorn(model_dir, workers=2)
+    yield gunicorn
+    gunicorn.stop()
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "stripes.jpg"
+    pattern_image("vertical", 3, 120).save(path, "JPEG")
+    return path
+
+
+def test_bounded_load_has_no_errors_and_no_memory_growth(server, image_file):
+    body = {"input_df": [{"image base64 string": base64.b64encode(image_file.read_bytes()).decode()}]}
+    bad = b'{"input_df": [{"image base64 string": "bm90IGFuIGltYWdl"}]}'  # "not an image"
+
+    def client(n_requests, deadline):
+        session, errors, done = requests.Session(), [], 0
+        for i in range(n_requests):
+            if time.monotonic() > deadline:
+                break
+            if i % 10 == 9:  # bad requests mixed in must not hurt the good ones
+                r = session.post(server.url + "/score", data=bad, headers={"Content-Type": "application/json"}, timeout=30)
+                if r.status_code != 400:
+                    errors.append(f"bad request answered {r.status_code}")
+            else:
+                r = session.post(server.url + "/score", json=body, timeout=30)
+                if r.status_code != 200 or "label" not in r.json():
+                    errors.append(f"{r.status_code}: {r.text[:100]}")
+            done += 1
+        return done, errors
+
+    client(20, time.monotonic() + 60)  # warm-up, then measure memory
+    before = {pid: rss_kib(pid) for pid in server.worker_pids()}
+    deadline = time.monotonic() + 90
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: client(100, deadline), range(4)))
+    after = {pid: rss_kib(pid) for pid in server.worker_pids()}
+    done = sum(r[0] for r in results)
+    errors = [e for r in results for e in r[1]]
+    assert done >= 100, f"only {done} requests finished in the time bound"
+    assert errors == []
+    assert set(after) == set(before), "a worker died and was replaced"
+    growth_mib = max(after[pid] - before[pid] for pid in before) / 1024
+    assert growth_mib < 50, f"a worker grew by {growth_mib:.1f} MiB over {done} requests"
+
+
+def test_script6_calls_the_running_service(server, image_file, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "6_callWebservice.py"), "--url", server.url + "/score",
+                             "-n", "3", str(image_file)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "label: vertical" in result.stdout or "label: horizontal" in result.stdout
+    assert "server time:" in result.stdout and "p50" in result.stdout and "p99" in result.stdout
+
+
+def test_script6_unreachable_service_is_one_sentence(tmp_path, image_file):
+    from service_helpers import free_port
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "6_callWebservice.py"), "--url",
+                             f"http://127.0.0.1:{free_port()}/score", "-n", "1", str(image_file)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1 and "is the service running?" in result.stderr and "Traceback" not in result.stderr
+
+
+def chromium_paths():
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return browser, driver
+
+
+def test_upload_page_in_headless_chromium(server, image_file):
+    browser, driver_path = chromium_paths()
+    if not (browser and driver_path):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver); "
+                    "'make test' installs them where it can")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    expected = requests.post(server.url + "/score", files={"image": image_file.open("rb")}).json()["label"]
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "file").send_keys(str(image_file))
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "label").text.strip() != "")
+        assert driver.find_element(By.ID, "label").text == expected
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 2
+        assert driver.find_element(By.ID, "error").text == ""
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow
+def test_container_requirements_install_in_a_fresh_venv_and_serve(tmp_path, image_file):
+    """What aml_config/Dockerfile installs is enough to serve, and has no torch."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "-r", str(REPO / "aml_config" / "requirements-service.txt")],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    model_dir = export_tiny_model(tmp_path / "model")
+    gunicorn = Gunicorn(model_dir, workers=1, python_bin=python, pythonpath=str(REPO))
+    try:
+        answer = requests.post(gunicorn.url + "/score", files={"image": image_file.open("rb")}, timeout=30).json()
+        assert answer["label"] in ("horizontal", "vertical")
+    finally:
+        gunicorn.stop()
+
+
+def test_dockerfile_copies_what_the_service_imports():
+    dockerfile = (REPO / "aml_config" / "Dockerfile").read_text()
+    imported = {"libraries/__init__.py", "libraries/images.py", "libraries/presets.py", "libraries/service.py",
+                "scripts/deploymain.py", "aml_config/requirements-service.txt"}
+    for path in imported:
+        assert path in dockerfile, path
+        assert (REPO / path).is_file()
+    assert "USER app" in dockerfile and "HEALTHCHECK" in dockerfile and "torch" not in dockerfile.split("FROM", 1)[1]

@@ -11,7 +11,7 @@ SET ?=
 HOST ?= 127.0.0.1
 PORT ?= 5000
 WORKERS ?= 2
-GUNICORN := $(VENV)/bin/gunicorn --chdir scripts --bind $(HOST):$(PORT) --workers $(WORKERS) --no-control-socket --access-logfile - deploymain:app
+GUNICORN := $(VENV)/bin/gunicorn --chdir scripts --bind $(HOST):$(PORT) --workers $(WORKERS) --no-control-socket deploymain:app
 
 .PHONY: demo test test-fast benchmark serve browser venv clean
 
@@ -39,7 +39,7 @@ demo: $(STAMP)
 	  kill -TERM $$pid; wait $$pid; exit $$status
 
 serve: $(STAMP)
-	$(GUNICORN)
+	$(GUNICORN) --access-logfile -
 
 test: $(STAMP) browser
 	$(RUN) -m pytest -ra $(PYTEST_ARGS)

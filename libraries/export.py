@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import save_json
+from .artifacts import load_json, load_npz, save_json
 from .backbones import Classifier
 from .featurize import export_onnx
 
@@ -57,3 +57,19 @@ def export(model: DeployedModel, out_dir: Path, labels: list[str], input_size: i
                                         "input_size": input_size, "input": "uint8 RGB, (batch, size, size, 3)",
                                         "labels": list(labels), "model": onnx_path.name})
     return onnx_path
+
+
+def export_pipeline_model(proc_dir: Path, classifier: str) -> Path:
+    """Export what scripts 2-4 trained in ``proc_dir`` for ``classifier`` (as script 5 does); return the ONNX path."""
+    from .model_io import load_model
+
+    proc_dir = Path(proc_dir)
+    model, meta = load_model(proc_dir / "model.json")
+    if classifier == "dnn":
+        if not meta["refined"]:
+            raise FileNotFoundError(f"classifier 'dnn' needs a refined DNN in {proc_dir}: run scripts/2_refineDNN.py with classifier='dnn'")
+        deployed = DeployedModel(model, "dnn")
+    else:
+        svm, svm_meta = load_npz(proc_dir / "svm.npz"), load_json(proc_dir / "svm.json")
+        deployed = DeployedModel(model, classifier, svm["coef"], svm["intercept"], svm_meta["l2_normalize"])
+    return export(deployed, proc_dir, meta["labels"], meta["input_size"], meta["backbone"])

@@ -111,6 +111,14 @@ def module_parameters(module: types.ModuleType) -> tuple[dict, dict]:
     return values, dict(getattr(module, "__annotations__", {}))
 
 
+def load(module: types.ModuleType, overrides: list[str] = (), backbone_names: typing.Iterable[str] = ()) -> types.SimpleNamespace:
+    """The parameters of ``module`` with ``name=value`` overrides applied and checked (for notebooks and tests)."""
+    defaults, annotations = module_parameters(module)
+    params = apply_overrides(defaults, annotations, list(overrides))
+    validate(params, backbone_names)
+    return types.SimpleNamespace(**params)
+
+
 def parse(module: types.ModuleType, argv: list[str] | None = None, description: str | None = None,
           backbone_names: typing.Iterable[str] = (), add_arguments=None) -> tuple[types.SimpleNamespace, argparse.Namespace]:
     """Parse a script's command line: every ``--set name=value`` applied to ``module``'s parameters.
@@ -160,6 +168,8 @@ class DatasetPaths:
         self.roc_plot = proc / "roc.png"
         self.confusion_plot = proc / "confusion_matrix.png"
         self.test_scores = proc / "test_scores.npz"
+        self.report = proc / "report.html"
+        self.annotation_log = proc / "annotation_log.jsonl"
         self.deploy_onnx = proc / "model.onnx"
         self.deploy_meta = proc / "deploy.json"
 

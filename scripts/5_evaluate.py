@@ -1,14 +1,14 @@
 """Step 5: score the test images with the chosen classifier, report how well it does, and export it.
 
 Prints per-class accuracy, precision, recall, F1 and AUC, then overall and class-averaged accuracy. Writes
-metrics.json, test_scores.npz, roc.png (one-vs-rest ROC with per-class, micro and macro AUC) and
-confusion_matrix.png; then the deployable model: model.onnx (uint8 images in, class scores out), labels.json
-and deploy.json.
+metrics.json, test_scores.npz, roc.png (one-vs-rest ROC with per-class, micro and macro AUC),
+confusion_matrix.png and report.html (all of it with the worst mistakes, in one self-contained page); then
+the deployable model: model.onnx (uint8 images in, class scores out), labels.json and deploy.json.
 """
 import numpy as np
 
 import PARAMETERS
-from libraries import evaluation, export, model_io, plots, settings, svm
+from libraries import evaluation, export, plots, report, settings, svm
 from libraries.artifacts import load_json, load_npz, save_figure, save_json, save_npz
 
 P, _ = settings.parse(PARAMETERS, description=__doc__)
@@ -47,15 +47,10 @@ def main():
     save_figure(paths.confusion_plot, plots.confusion_matrices(np.array(metrics["confusion_matrix"]), labels))
     save_npz(paths.test_scores, paths=data["paths"][test], labels=y, scores=scores.astype(np.float32))
     print(evaluation.report(metrics))
-    print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.roc_plot} and {paths.confusion_plot}")
+    report.write(paths.proc, paths.images, paths.report)
+    print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.roc_plot}, {paths.confusion_plot} and {paths.report}")
 
-    classifier, meta = model_io.load_model(paths.model_meta)
-    if P.classifier == "dnn":
-        deployed = export.DeployedModel(classifier, "dnn")
-    else:
-        deployed = export.DeployedModel(classifier, P.classifier, svm_model["coef"], svm_model["intercept"],
-                                        svm_meta["l2_normalize"])
-    onnx_path = export.export(deployed, paths.proc, labels, meta["input_size"], meta["backbone"])
+    onnx_path = export.export_pipeline_model(paths.proc, P.classifier)
     print(f"exported the deployable model: {onnx_path}, {paths.labels} and {paths.deploy_meta}")
 
 

@@ -1,0 +1,83 @@
+"""A self-contained HTML report of an evaluation (``report.html``): the metrics, the plots and the worst
+mistakes with thumbnails, all images inlined, for people who do not use Jupyter."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from . import results
+from .artifacts import atomic_path, load_json
+from .images import ImageError, read_image
+
+PLOTS = (("roc.png", "ROC curves"), ("confusion_matrix.png", "Confusion matrix"),
+         ("svm_cv_accuracy.png", "SVM: cross-validated accuracy per C"), ("refine_errors.png", "DNN refinement"))
+
+
+def thumbnail_uri(path: Path, size: int = 160) -> str | None:
+    try:
+        image = Image.fromarray(read_image(path, min_size=size))
+    except ImageError:
+        return None
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def render(proc_dir: Path, images_dir: Path, max_mistakes: int = 24) -> str:
+    proc_dir, images_dir = Path(proc_dir), Path(images_dir)
+    metrics = load_json(proc_dir / "metrics.json")
+    rows = results.load_for(proc_dir)
+    mistakes = results.select(rows, only_wrong=True, worst_first=True)
+    e = html.escape
+    summary = [("classifier", e(metrics["classifier"])), ("test images", str(metrics["num_test_images"])),
+               ("overall accuracy", _pct(metrics["overall_accuracy"])),
+               ("class-averaged accuracy", _pct(metrics["class_averaged_accuracy"])),
+               ("macro AUC", _pct(metrics["macro_auc"])), ("micro AUC", _pct(metrics["micro_auc"]))]
+    parts = [f"<h1>Evaluation of {e(proc_dir.name)}</h1>", '<table id="summary">']
+    parts += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary]
+    parts += ["</table>", "<h2>Per class</h2>", '<table id="per-class"><tr><th>class</th><th>n</th><th>accuracy</th>'
+              "<th>precision</th><th>recall</th><th>F1</th><th>AUC</th></tr>"]
+    for label in metrics["labels"]:
+        parts.append(f"<tr><td>{e(label)}</td><td>{metrics['support'][label]}</td>"
+                     f"<td>{_pct(metrics['per_class_accuracy'][label])}</td><td>{_pct(metrics['precision'][label])}</td>"
+                     f"<td>{_pct(metrics['recall'][label])}</td><td>{_pct(metrics['f1'][label])}</td>"
+                     f"<td>{_pct(metrics['auc'][label])}</td></tr>")
+    parts.append("</table>")
+    for name, title in PLOTS:
+        if (proc_dir / name).is_file():
+            parts.append(f'<h2>{title}</h2><img class="plot" alt="{e(title)}" src="{png_uri(proc_dir / name)}">')
+    shown = mistakes[:max_mistakes]
+    parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
+    parts.append('<div id="mistakes">' if shown else "<p>No mistakes on the test set.</p>")
+    for row in shown:
+        uri = thumbnail_uri(images_dir / row["path"])
+        image = f'<img alt="{e(row["path"])}" src="{uri}">' if uri else "<div>(unreadable)</div>"
+        parts.append(f'<figure>{image}<figcaption>{e(row["path"])}<br>true: <b>{e(row["true"])}</b><br>'
+                     f'predicted: <b>{e(row["predicted"])}</b> ({100 * row["confidence"]:.1f}%)</figcaption></figure>')
+    if shown:
+        parts.append("</div>")
+    style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
+             "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:46rem;display:block}"
+             "#mistakes{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0;width:170px;font-size:.8rem;word-break:break-all}")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(proc_dir.name)}</title>'
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write(proc_dir: Path, images_dir: Path, out_path: Path | None = None, max_mistakes: int = 24) -> Path:
+    out_path = Path(out_path or Path(proc_dir) / "report.html")
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(render(proc_dir, images_dir, max_mistakes), encoding="utf-8")
+    return out_path

@@ -1,0 +1,130 @@
+"""The notebooks' interactive views (ipywidgets): a paged image grid to fix labels, and a result browser.
+
+They only arrange widgets; the changes themselves are ``annotate``'s and the ordering is ``results``'s.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import ipywidgets as w
+from PIL import Image
+
+from . import annotate, results
+from .artifacts import load_json
+from .images import ImageError, read_image
+
+
+def thumbnail_bytes(path: Path, size: int = 160) -> bytes:
+    try:
+        image = Image.fromarray(read_image(path, min_size=size))
+    except ImageError:
+        image = Image.new("RGB", (size, size), (200, 200, 200))
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+class ImageBrowser:
+    """A paged grid of one subset's images with their labels; a dropdown relabels (the file moves), a button
+    excludes, 'undo' reverses the latest change. Every change goes to the annotation log."""
+
+    def __init__(self, images_dir: Path, split_path: Path, log_path: Path, subset: str = "train", per_page: int = 12,
+                 thumb_size: int = 140):
+        self.images_dir, self.split_path, self.log_path = Path(images_dir), Path(split_path), Path(log_path)
+        self.per_page, self.thumb_size, self.page = per_page, thumb_size, 0
+        self.subset = w.ToggleButtons(options=["train", "test"], value=subset, description="images")
+        self.previous, self.next = w.Button(description="◀ previous"), w.Button(description="next ▶")
+        self.undo = w.Button(description="undo last change", button_style="warning")
+        self.position = w.Label()
+        self.status = w.HTML()
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(4, {thumb_size + 20}px)"))
+        self.subset.observe(lambda _: self.show(0), names="value")
+        self.previous.on_click(lambda _: self.show(self.page - 1))
+        self.next.on_click(lambda _: self.show(self.page + 1))
+        self.undo.on_click(self._undo)
+        self.widget = w.VBox([w.HBox([self.subset, self.previous, self.next, self.position, self.undo]), self.grid, self.status])
+        self.show(0)
+
+    def items(self) -> list:
+        return load_json(self.split_path)[self.subset.value]
+
+    def show(self, page: int) -> None:
+        split = load_json(self.split_path)
+        items = split[self.subset.value]
+        pages = max(1, -(-len(items) // self.per_page))
+        self.page = min(max(page, 0), pages - 1)
+        shown = items[self.page * self.per_page:(self.page + 1) * self.per_page]
+        self.position.value = f"page {self.page + 1} of {pages} ({len(items)} images)"
+        self.cards = [self._card(rel, split["labels"], split["labels"][label]) for rel, label in shown]
+        self.grid.children = [card for card, _, _ in self.cards]
+
+    def _card(self, rel: str, labels: list[str], label: str):
+        image = w.Image(value=thumbnail_bytes(self.images_dir / rel, self.thumb_size), format="jpeg",
+                        layout=w.Layout(width=f"{self.thumb_size}px"))
+        dropdown = w.Dropdown(options=labels, value=label, layout=w.Layout(width=f"{self.thumb_size}px"))
+        exclude = w.Button(description="exclude", layout=w.Layout(width=f"{self.thumb_size}px"))
+        dropdown.observe(lambda change, rel=rel: self.relabel(rel, change["new"]), names="value")
+        exclude.on_click(lambda _, rel=rel: self.exclude(rel))
+        name = w.HTML(f"<small>{Path(rel).name}</small>")
+        return w.VBox([image, name, dropdown, exclude]), dropdown, exclude
+
+    def relabel(self, rel: str, new_label: str) -> str:
+        new_path = annotate.relabel(self.images_dir, self.split_path, self.log_path, rel, new_label)
+        self.status.value = f"moved {rel} to {new_path}"
+        self.show(self.page)
+        return new_path
+
+    def exclude(self, rel: str) -> str:
+        new_path = annotate.exclude(self.images_dir, self.split_path, self.log_path, rel)
+        self.status.value = f"excluded {rel} (now {annotate.EXCLUDED_DIR}/...: {new_path})"
+        self.show(self.page)
+        return new_path
+
+    def _undo(self, _=None):
+        entry = annotate.undo_last(self.images_dir, self.split_path, self.log_path)
+        self.status.value = f"undid: {entry['action']} of {entry['path']}" if entry else "nothing to undo"
+        self.show(self.page)
+
+
+class ResultBrowser:
+    """Steps through the test images: the image, its true and predicted label, and a bar per class probability."""
+
+    def __init__(self, proc_dir: Path, images_dir: Path, only_wrong: bool = False, worst_first: bool = True,
+                 size: int = 260):
+        self.rows = results.load_for(proc_dir)
+        self.images_dir, self.size, self.index = Path(images_dir), size, 0
+        self.only_wrong = w.Checkbox(value=only_wrong, description="wrong predictions only")
+        self.worst_first = w.Checkbox(value=worst_first, description="worst mistakes first")
+        self.previous, self.next = w.Button(description="◀ previous"), w.Button(description="next ▶")
+        self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{size}px"))
+        self.text = w.HTML()
+        self.bars = w.HTML()
+        for box in (self.only_wrong, self.worst_first):
+            box.observe(lambda _: self.show(0), names="value")
+        self.previous.on_click(lambda _: self.show(self.index - 1))
+        self.next.on_click(lambda _: self.show(self.index + 1))
+        self.widget = w.VBox([w.HBox([self.only_wrong, self.worst_first, self.previous, self.next]),
+                              w.HBox([self.image, w.VBox([self.text, self.bars])])])
+        self.show(0)
+
+    def selection(self) -> list[dict]:
+        return results.select(self.rows, self.only_wrong.value, self.worst_first.value)
+
+    def show(self, index: int) -> None:
+        rows = self.selection()
+        if not rows:
+            self.image.value, self.bars.value = b"", ""
+            self.text.value = "<b>No image to show</b> (no wrong predictions?)"
+            return
+        self.index = min(max(index, 0), len(rows) - 1)
+        row = rows[self.index]
+        self.image.value = thumbnail_bytes(self.images_dir / row["path"], self.size)
+        verdict = "correct" if row["correct"] else "<span style='color:#b00020'>wrong</span>"
+        self.text.value = (f"{self.index + 1} of {len(rows)}: <code>{row['path']}</code><br>true: <b>{row['true']}</b>, "
+                           f"predicted: <b>{row['predicted']}</b> ({100 * row['confidence']:.1f}%), {verdict}")
+        self.bars.value = "".join(
+            f"<div style='display:flex;align-items:center'><span style='width:9em'>{label}</span>"
+            f"<span style='background:#3b7dd8;height:.9em;width:{12 * p:.2f}em;margin:0 .4em'></span>{100 * p:.1f}%</div>"
+            for label, p in row["probabilities"].items())

@@ -66,7 +66,6 @@ def main():
         timed(lambda: scorer.scores(batch), 10)
         raw = timed(lambda: scorer.scores(batch), args.requests)
         in_process = timed(lambda: scorer.scores(scorer.preprocess(data, "cell.jpg")[None]), args.requests)
-        del scorer
 
         port = 5000 + os.getpid() % 1000
         env = {**os.environ, "MODEL_DIR": str(tmp), "SCORE_THREADS": str(args.threads)}

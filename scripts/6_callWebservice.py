@@ -6,7 +6,6 @@ percentiles. Without IMAGE it sends the first test image of datasetName.
     python scripts/6_callWebservice.py --url http://127.0.0.1:5000/score [--key KEY] [-n 5] [IMAGE]
 """
 import base64
-import sys
 import time
 from pathlib import Path
 

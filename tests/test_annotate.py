@@ -1,5 +1,4 @@
 """Relabelling and excluding images: the file moves, the split follows, the log records, undo reverses."""
-import json
 
 import numpy as np
 import pytest

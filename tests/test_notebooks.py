@@ -1,6 +1,5 @@
 """The notebooks' widgets driven from plain Python, the HTML report, and all three notebooks executed headless."""
 import os
-import shutil
 
 import nbformat
 import numpy as np
@@ -75,30 +74,17 @@ def test_report_is_self_contained_and_shows_metrics(evaluated):
     assert page.count("<figure>") == wrong and page.count("data:image/jpeg;base64,") == wrong
 
 
-def test_report_renders_in_headless_chromium(evaluated):
-    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (browser and driver_path):
-        pytest.skip("Debian's chromium and chromium-driver are not installed; 'make test' installs them where it can")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_report_renders_in_headless_chromium(evaluated, chromium):
     from selenium.webdriver.common.by import By
 
     _, images, proc = evaluated
     path = report.write(proc, images)
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    try:
-        driver.get(path.as_uri())
-        summary = driver.find_element(By.ID, "summary").text
-        metrics = load_json(proc / "metrics.json")
-        assert "overall accuracy" in summary and f"{100 * metrics['overall_accuracy']:.2f}%" in summary
-        loaded = driver.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
-        assert loaded and all(loaded)
-    finally:
-        driver.quit()
+    chromium.get(path.as_uri())
+    summary = chromium.find_element(By.ID, "summary").text
+    metrics = load_json(proc / "metrics.json")
+    assert "overall accuracy" in summary and f"{100 * metrics['overall_accuracy']:.2f}%" in summary
+    loaded = chromium.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    assert loaded and all(loaded)
 
 
 @pytest.mark.slow

@@ -45,3 +45,7 @@ run_engine: str = "auto"  # 'auto' (CUDA torch on a GPU, else onnxruntime), 'onn
 svm_boL2Normalize: bool = True  # L2-normalise the DNN features before the SVM
 svm_CVals: list = [1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100]  # SVM regularisation values C to try
 svm_cvFolds: int = 5  # folds of the stratified cross-validation (on the training split) that chooses C
+
+# ---- Run history (MLflow) ---------------------------------------------------------------------
+track_boMlflow: bool = True  # log parameters, metrics and plots of scripts 2, 4 and 5 to MLflow; False turns it off
+track_uri: str | None = None  # MLflow tracking URI; None: $MLFLOW_TRACKING_URI if set, else SQLite under DATA_DIR/mlruns/

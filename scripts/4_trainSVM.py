@@ -9,6 +9,7 @@ import numpy as np
 import PARAMETERS
 from libraries import plots, settings, svm
 from libraries.artifacts import load_json, load_npz, save_figure, save_json, save_npz
+from libraries.tracking import Tracker
 
 P, _ = settings.parse(PARAMETERS, description=__doc__)
 paths = settings.dataset_paths(P)
@@ -42,6 +43,10 @@ def main():
                                "feature_key": str(data["feature_key"]), "num_train_images": int(len(y))})
     save_figure(paths.svm_plot, plots.svm_cv_accuracy(table, chosen))
     print(f"wrote {paths.svm}, {paths.svm_meta} and {paths.svm_plot}")
+    with Tracker.for_script(P, paths, "4_trainSVM") as tracker:
+        tracker.log_metrics({f"svm_cv_accuracy_C_{row['C']:g}": row["cv_accuracy"] for row in table})
+        tracker.log_metrics({"svm_C": chosen, "svm_cv_accuracy": max(row["cv_accuracy"] for row in table)})
+        tracker.log_artifacts(paths.svm_plot, paths.svm_meta)
 
 
 settings.run(main)

@@ -10,6 +10,7 @@ import numpy as np
 import PARAMETERS
 from libraries import evaluation, export, plots, report, settings, svm
 from libraries.artifacts import load_json, load_npz, save_figure, save_json, save_npz
+from libraries.tracking import Tracker, flatten_numbers
 
 P, _ = settings.parse(PARAMETERS, description=__doc__)
 paths = settings.dataset_paths(P)
@@ -52,6 +53,10 @@ def main():
 
     onnx_path = export.export_pipeline_model(paths.proc, P.classifier)
     print(f"exported the deployable model: {onnx_path}, {paths.labels} and {paths.deploy_meta}")
+    with Tracker.for_script(P, paths, "5_evaluate") as tracker:
+        tracker.log_metrics(flatten_numbers(metrics))
+        tracker.log_artifacts(paths.metrics, paths.roc_plot, paths.confusion_plot, paths.report, paths.test_scores,
+                              onnx_path, paths.labels, paths.deploy_meta)
 
 
 def dnn_logits(features):

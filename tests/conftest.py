@@ -49,10 +49,12 @@ def small_dataset(tmp_path) -> Path:
     return tmp_path
 
 
-def run_script(name: str, data_dir: Path, *sets: str, check: bool = True, timeout: float = 600, env_extra=None):
-    """Run scripts/<name> as a user would, with DATA_DIR and ``--set`` overrides; return the CompletedProcess."""
+def run_script(name: str, data_dir: Path, *sets: str, check: bool = True, timeout: float = 600, env_extra=None,
+               extra: list[str] = ()):
+    """Run scripts/<name> as a user would, with DATA_DIR, ``--set`` overrides and ``extra`` arguments;
+    return the CompletedProcess."""
     env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    cmd = [sys.executable, str(REPO / "scripts" / name)] + [a for s in sets for a in ("--set", s)]
+    cmd = [sys.executable, str(REPO / "scripts" / name)] + [a for s in sets for a in ("--set", s)] + list(extra)
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

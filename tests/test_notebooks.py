@@ -12,7 +12,7 @@ from libraries.dataset import find_classes, make_split
 
 from conftest import REPO, make_dataset, run_script
 
-FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.1,1]", "run_mbSize=8"]
+FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.1,1]", "run_mbSize=8", "track_boMlflow=False"]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import REPO, make_dataset, pattern_image, run_script
 
-FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.01,1,100]", "run_mbSize=8"]
+FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.01,1,100]", "run_mbSize=8", "track_boMlflow=False"]
 
 
 def messy_dataset(data_dir):

@@ -13,7 +13,6 @@ import argparse
 import base64
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,7 @@ from PIL import Image
 
 from libraries import elpv, export
 from libraries.backbones import build_classifier
-from libraries.service import Scorer
-
-REPO = Path(__file__).resolve().parent.parent
-
+from libraries.service import Scorer, gunicorn_command, wait_for_health
 
 def percentiles(ms: list[float]) -> str:
     return f"p50 {np.percentile(ms, 50):6.1f} ms, p99 {np.percentile(ms, 99):6.1f} ms"
@@ -69,21 +65,12 @@ def main():
 
         port = 5000 + os.getpid() % 1000
         env = {**os.environ, "MODEL_DIR": str(tmp), "SCORE_THREADS": str(args.threads)}
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--chdir", str(REPO / "scripts"), "--bind",
-                                   f"127.0.0.1:{port}", "--workers", str(args.workers), "--no-control-socket",
-                                   "--log-level", "warning", "deploymain:app"], env=env)
+        server = subprocess.Popen(gunicorn_command(port, args.workers), env=env)
         url = f"http://127.0.0.1:{port}/score"
         body = {"input_df": [{"image base64 string": base64.b64encode(data).decode()}]}
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    requests.get(url.replace("/score", "/health"), timeout=1)
-                    break
-                except requests.exceptions.RequestException:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            if not wait_for_health(url.rsplit("/", 1)[0], 60):
+                raise RuntimeError("the service did not come up within 60 s")
             session = requests.Session()
             post = lambda s=session: s.post(url, json=body, timeout=30).raise_for_status()  # noqa: E731
             timed(post, 10)

@@ -53,6 +53,18 @@ def list_files(folder: Path) -> list[Path]:
     return found
 
 
+def thumbnail_jpeg(path: Path, size: int = 160) -> bytes | None:
+    """A JPEG thumbnail (longest side ``size``) of any readable image, or None when it cannot be decoded."""
+    try:
+        image = Image.fromarray(read_image(path, min_size=size))
+    except ImageError:
+        return None
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
 def _reduction(width: int, height: int, min_size: int | None) -> int:
     """The largest JPEG DCT scale-down (1, 2, 4 or 8) that keeps both sides at least ``min_size``."""
     if not min_size:

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
-
-from PIL import Image
 
 from . import results
 from .artifacts import atomic_path, load_json
-from .images import ImageError, read_image
+from .images import thumbnail_jpeg
 
 PLOTS = (("roc.png", "ROC curves"), ("confusion_matrix.png", "Confusion matrix"),
          ("svm_cv_accuracy.png", "SVM: cross-validated accuracy per C"), ("refine_errors.png", "DNN refinement"))
-
-
-def thumbnail_uri(path: Path, size: int = 160) -> str | None:
-    try:
-        image = Image.fromarray(read_image(path, min_size=size))
-    except ImageError:
-        return None
-    image.thumbnail((size, size))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def png_uri(path: Path) -> str:
@@ -63,8 +49,9 @@ def render(proc_dir: Path, images_dir: Path, max_mistakes: int = 24) -> str:
     parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
     parts.append('<div id="mistakes">' if shown else "<p>No mistakes on the test set.</p>")
     for row in shown:
-        uri = thumbnail_uri(images_dir / row["path"])
-        image = f'<img alt="{e(row["path"])}" src="{uri}">' if uri else "<div>(unreadable)</div>"
+        thumbnail = thumbnail_jpeg(images_dir / row["path"])
+        image = (f'<img alt="{e(row["path"])}" src="data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}">'
+                 if thumbnail else "<div>(unreadable)</div>")
         parts.append(f'<figure>{image}<figcaption>{e(row["path"])}<br>true: <b>{e(row["true"])}</b><br>'
                      f'predicted: <b>{e(row["predicted"])}</b> ({100 * row["confidence"]:.1f}%)</figcaption></figure>')
     if shown:

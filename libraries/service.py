@@ -162,6 +162,33 @@ def create_app(model_dir: str | Path, api_key: str | None = None, max_bytes: int
     return app
 
 
+def gunicorn_command(port: int, workers: int = 1, host: str = "127.0.0.1", python: str | None = None) -> list[str]:
+    """The command line that starts the service as ``make serve`` does, for scripts, notebooks and tests."""
+    import sys
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    return [python or sys.executable, "-m", "gunicorn", "--chdir", str(scripts), "--bind", f"{host}:{port}",
+            "--workers", str(workers), "--no-control-socket", "--log-level", "warning", "deploymain:app"]
+
+
+def wait_for_health(base_url: str, seconds: float) -> bool:
+    """Poll ``base_url/health`` until it answers 200 or ``seconds`` pass; True when the service is up."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(base_url.rstrip("/") + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def app_from_env() -> Flask:
     """The app as configured by the environment: MODEL_DIR, API_KEY, MAX_BYTES, MAX_PIXELS, SCORE_THREADS."""
     model_dir = os.environ.get("MODEL_DIR")

@@ -132,13 +132,10 @@ def parse(module: types.ModuleType, argv: list[str] | None = None, description: 
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)
-    defaults, annotations = module_parameters(module)
     try:
-        params = apply_overrides(defaults, annotations, args.set)
-        validate(params, backbone_names)
+        return load(module, args.set, backbone_names), args
     except SettingsError as err:
         parser.exit(2, f"error: {err}\n")
-    return types.SimpleNamespace(**params), args
 
 
 class DatasetPaths:

@@ -12,18 +12,17 @@ from PIL import Image
 
 from . import annotate, results
 from .artifacts import load_json
-from .images import ImageError, read_image
+from .images import thumbnail_jpeg
 
 
 def thumbnail_bytes(path: Path, size: int = 160) -> bytes:
-    try:
-        image = Image.fromarray(read_image(path, min_size=size))
-    except ImageError:
-        image = Image.new("RGB", (size, size), (200, 200, 200))
-    image.thumbnail((size, size))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
+    """The image's thumbnail, or a grey square for a file that cannot be decoded."""
+    thumbnail = thumbnail_jpeg(path, size)
+    if thumbnail is None:
+        out = io.BytesIO()
+        Image.new("RGB", (size, size), (200, 200, 200)).save(out, "JPEG")
+        thumbnail = out.getvalue()
+    return thumbnail
 
 
 class ImageBrowser:

@@ -42,7 +42,6 @@ def main():
         scores = svm.decision_scores(x, svm_model["coef"], svm_model["intercept"], l2=svm_meta["l2_normalize"])
 
     metrics = evaluation.compute_metrics(y, scores, labels, P.classifier)
-    metrics["test_images"] = [str(p) for p in data["paths"][test]]
     save_json(paths.metrics, metrics)
     save_figure(paths.roc_plot, plots.roc_curves(y, scores, labels, metrics))
     save_figure(paths.confusion_plot, plots.confusion_matrices(np.array(metrics["confusion_matrix"]), labels))

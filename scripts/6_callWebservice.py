@@ -16,6 +16,7 @@ import PARAMETERS
 from libraries import settings
 from libraries.artifacts import load_json
 from libraries.errors import UserError
+from libraries.service import wait_for_health
 
 
 def add_arguments(parser):
@@ -36,7 +37,8 @@ def main():
         raise UserError(f"{image} is not a file")
     body = {"input_df": [{"image base64 string": base64.b64encode(image.read_bytes()).decode("ascii")}]}
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
-    wait_until_up(args.url, args.wait)
+    if args.wait:
+        wait_for_health(args.url.rsplit("/", 1)[0], args.wait)
 
     session = requests.Session()
     latencies, answer = [], None
@@ -62,18 +64,6 @@ def first_test_image() -> Path:
     if not paths.split.is_file():
         raise UserError("give an IMAGE, or run scripts 1-5 so that the test set's first image can be sent")
     return paths.images / load_json(paths.split)["test"][0][0]
-
-
-def wait_until_up(score_url: str, seconds: float) -> None:
-    health = score_url.rsplit("/", 1)[0] + "/health"
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(health, timeout=2).status_code == 200:
-                return
-        except requests.exceptions.RequestException:
-            pass
-        time.sleep(0.25)
 
 
 settings.run(main)

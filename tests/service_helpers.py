@@ -4,14 +4,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import requests
 
-from conftest import REPO
+from libraries.service import gunicorn_command, wait_for_health
 
 SIZE = 64
 
@@ -48,22 +45,12 @@ class Gunicorn:
         env = {**os.environ, "MODEL_DIR": str(model_dir), "SCORE_THREADS": "1", **(env_extra or {})}
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
-        gunicorn = [python_bin or sys.executable, "-m", "gunicorn"]
-        self.process = subprocess.Popen(
-            gunicorn + ["--chdir", str(REPO / "scripts"), "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-                        "--no-control-socket", "--log-level", "warning", "deploymain:app"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.process.stdout.read()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.exceptions.RequestException:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not come up within 90 s")
+        self.process = subprocess.Popen(gunicorn_command(self.port, workers, python=python_bin), env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not wait_for_health(self.url, 90):
+            output = "" if self.process.poll() is None else self.process.stdout.read()
+            self.stop()
+            raise RuntimeError(f"gunicorn did not come up within 90 s {output}")
 
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()

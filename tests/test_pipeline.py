@@ -118,12 +118,9 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
 
     server = Gunicorn(proc(tmp_path), workers=1)
     try:
-        result = subprocess.run([sys.executable, str(REPO / "scripts" / "6_callWebservice.py"), "--url", server.url + "/score",
-                                 "--set", "datasetName=toy", "-n", "2"], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "DATA_DIR": str(tmp_path)})
+        result = run_script("6_callWebservice.py", tmp_path, "datasetName=toy", extra=["--url", server.url + "/score", "-n", "2"])
     finally:
         server.stop()
-    assert result.returncode == 0, result.stderr
     first_test = split["test"][0][0]
     assert f"image: {images / first_test}" in result.stdout
     scores = np.load(proc(tmp_path) / "test_scores.npz")

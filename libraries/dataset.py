@@ -2,6 +2,7 @@
 decode, and splitting them into training and test sets per class."""
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,19 +10,34 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from .errors import DatasetError
 from .images import ImageError, is_ignored, list_files, read_image
+from .layout import DEDICATED_TEST
+
+__all__ = ["DatasetError", "check_dataset_name", "find_classes", "check_images", "split_class", "read_dedicated_test",
+           "make_split", "count_table", "changes_summary"]
+
+# Folder names that mean "this dataset is already split", not a class.
+SPLIT_FOLDER_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
 
-class DatasetError(UserError):
-    """A dataset that cannot be trained on; the message says what to fix."""
+def check_dataset_name(name: str) -> str:
+    """Return ``name`` if it is a plain folder name (the folder under ``DATA_DIR/images/``); raise ``DatasetError``
+    for a path, an empty or hidden name, ``.`` or ``..``."""
+    if not isinstance(name, str):
+        raise DatasetError(f"datasetName must be a folder name under DATA_DIR/images/ (e.g. 'solar'), got {name!r}")
+    if (name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name)
+            or name.startswith(".")):
+        raise DatasetError(f"datasetName {name!r} is not a plain folder name: use the name of the folder under "
+                           f"DATA_DIR/images/ (e.g. 'solar'), not a path")
+    return name
 
 
 def find_classes(images_dir: Path) -> tuple[dict[str, list[Path]], list[str]]:
     """Map each class folder to its files (hidden and system files ignored).
 
     Returns the classes that have files, and one warning per empty class folder. Raises ``DatasetError`` when the
-    folder is missing or holds fewer than two non-empty classes.
+    folder is missing, holds fewer than two non-empty classes, or looks already split into train/val/test folders.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -29,14 +45,24 @@ def find_classes(images_dir: Path) -> tuple[dict[str, list[Path]], list[str]]:
             f"The image folder {images_dir} does not exist: set DATA_DIR and datasetName, run scripts/0_downloadData.py, "
             f"or copy one sub-folder of images per class there."
         )
+    folders = sorted(p for p in images_dir.iterdir() if p.is_dir() and not is_ignored(p))
+    split_folders = [p.name for p in folders if p.name.lower() in SPLIT_FOLDER_NAMES]
+    if len(split_folders) >= 2:
+        example = "/<class>/, ".join(split_folders) + "/<class>/"
+        raise DatasetError(
+            f"{images_dir} holds folders named {', '.join(split_folders)}, so it looks like a dataset already split into "
+            f"train/val/test folders that each hold class folders, but this tool needs one folder per class directly "
+            f"under {images_dir}: merge {example} into <class>/, and to keep the given test split list the test "
+            f"images in {images_dir / DEDICATED_TEST}, one <class>/<file> per line."
+        )
     classes, warnings = {}, []
-    for folder in sorted(p for p in images_dir.iterdir() if p.is_dir() and not is_ignored(p)):
+    for folder in folders:
         files = list_files(folder)
         if files:
             classes[folder.name] = files
         else:
             warnings.append(f"class folder {folder} is empty and is ignored")
-    loose = [p.name for p in images_dir.iterdir() if p.is_file() and not is_ignored(p) and p.name != "dedicatedTestImages.tsv"]
+    loose = [p.name for p in images_dir.iterdir() if p.is_file() and not is_ignored(p) and p.name != DEDICATED_TEST]
     if loose:
         warnings.append(f"{len(loose)} file(s) directly in {images_dir} belong to no class and are ignored, e.g. {loose[0]}")
     if not classes:
@@ -72,28 +98,55 @@ def _group_key(path: Path, class_dir: Path, split_by: str) -> str:
     rel = path.relative_to(class_dir)
     if split_by == "subdir" and len(rel.parts) > 1:
         return rel.parts[0]
-    return str(rel)
+    return rel.as_posix()
 
 
-def split_class(files: list[Path], class_dir: Path, ratio_train: float, rng: np.random.Generator,
-                split_by: str = "filename") -> tuple[list[Path], list[Path]]:
+def _group_rank(seed: int, label: str, key: str) -> str:
+    # A hash, not a shared rng: a group's place depends only on itself, so adding images or classes, or listing the
+    # files in another order, never reshuffles the others.
+    return hashlib.blake2b(f"{seed}:{label}/{key}".encode("utf-8"), digest_size=16).hexdigest()
+
+
+def split_class(files: list[Path], class_dir: Path, ratio_train: float, seed: int, split_by: str = "filename", *,
+                previous_sides: dict[Path, str] | None = None) -> tuple[list[Path], list[Path]]:
     """Split one class's files into (train, test), keeping each group (a file, or a sub-folder with
-    ``split_by='subdir'``) on one side. A class of two or more groups gets at least one of each side."""
+    ``split_by='subdir'``) on one side.
+
+    A group that ``previous_sides`` (path -> ``"train"`` or ``"test"``) already places keeps its side; the other groups
+    are taken in the order of a seeded hash of their class and name, and go to test until the class's test set reaches
+    ``round(len(files) * (1 - ratio_train))`` images. A class of two or more groups gets at least one of each side,
+    and the last new group trains when no kept group does; a kept group changes side only when that is the only way
+    to give its class both a training and a test image.
+    """
+    label = Path(class_dir).name
     groups: dict[str, list[Path]] = {}
     for path in sorted(files):
         groups.setdefault(_group_key(path, class_dir, split_by), []).append(path)
-    keys = sorted(groups)
-    rng.shuffle(keys)
+    order = sorted(groups, key=lambda key: _group_rank(seed, label, key))
+    previous_sides = previous_sides or {}
+    side: dict[str, str] = {}
+    for key in order:
+        known = [previous_sides[p] for p in groups[key] if p in previous_sides]
+        if known:
+            side[key] = "test" if known.count("test") > known.count("train") else "train"
+    new = [key for key in order if key not in side]
+
     n_test_target = round(len(files) * (1.0 - ratio_train))
-    if len(keys) >= 2:
+    if len(groups) >= 2:
         n_test_target = max(n_test_target, 1)
-    test = []
-    for key in keys[:-1]:  # the last group always trains, so no class is left without training images
-        if len(test) >= n_test_target:
-            break
-        test.extend(groups[key])
-    chosen = set(test)
-    train = [p for p in files if p not in chosen]
+    n_test = sum(len(groups[key]) for key in side if side[key] == "test")
+    keeps_training = "train" in side.values()
+    for i, key in enumerate(new):
+        last_trains = not keeps_training and i == len(new) - 1  # so no class is left without training images
+        side[key] = "test" if n_test < n_test_target and not last_trains else "train"
+        n_test += len(groups[key]) if side[key] == "test" else 0
+    if groups and "train" not in side.values():
+        side[[key for key in order if side[key] == "test"][-1]] = "train"
+    if len(groups) >= 2 and "test" not in side.values():
+        side[order[0]] = "test"
+
+    train = [p for key in order if side[key] == "train" for p in groups[key]]
+    test = [p for key in order if side[key] == "test" for p in groups[key]]
     return sorted(train), sorted(test)
 
 
@@ -115,34 +168,87 @@ def read_dedicated_test(tsv: Path, images_dir: Path) -> tuple[set[Path], list[st
     return chosen, warnings
 
 
+def _why_new_split(previous: dict, ratio_train: float, seed: int, split_by: str) -> str | None:
+    """Why ``previous`` cannot be extended with these parameters (a warning), or None if it can."""
+    if previous.get("splitBy") == "dedicated":
+        return "the previous split took its test set from dedicatedTestImages.tsv, which is gone: a new split was made"
+    for name, key, now in (("randomSeed", "seed", seed), ("ratioTrainTest", "ratioTrainTest", ratio_train),
+                           ("imagesSplitBy", "splitBy", split_by)):
+        if key not in previous:
+            return f"the previous split does not record its {name}: a new split was made"
+        if previous[key] != now:
+            return f"{name} changed from {previous[key]!r} to {now!r}: a new split was made"
+    return None
+
+
 def make_split(classes: dict[str, list[Path]], images_dir: Path, ratio_train: float, seed: int,
-               split_by: str = "filename", dedicated_test: set[Path] | None = None) -> tuple[dict, list[str]]:
+               split_by: str = "filename", dedicated_test: set[Path] | None = None, *,
+               previous: dict | None = None) -> tuple[dict, list[str]]:
     """The train/test split as a JSON-able dict (paths relative to ``images_dir``), and warnings.
 
+    With ``previous`` (an earlier split, as loaded from split.json) made with the same ``seed``, ``ratio_train`` and
+    ``split_by``, every image or group it placed keeps its side and only new ones are assigned, so that each class's
+    test set approaches its share again; made with other parameters, a fresh split is made and a warning says why.
+    A first split and an extension take the same path, so extending a split of the same images changes nothing.
     With ``dedicated_test``, exactly those images form the test set and all others the training set.
+
+    ``split["changes"]`` counts, against ``previous``, the images ``kept`` on their side, ``moved`` to the other side,
+    ``added_train`` and ``added_test`` (not in ``previous``), and ``removed`` (in ``previous`` but gone).
     """
     images_dir = Path(images_dir)
-    rng = np.random.default_rng(seed)
     labels = sorted(classes)
-    train, test, warnings = [], [], []
+    warnings = []
+    before = {}
+    if previous is not None:
+        before = {images_dir / p: s for s in ("train", "test") for p, _ in previous.get(s, [])}
+    extend = previous is not None and dedicated_test is None
+    if extend:
+        why = _why_new_split(previous, ratio_train, seed, split_by)
+        if why:
+            warnings.append(why)
+            extend = False
+    train, test = [], []
+    changes = {"kept": 0, "moved": 0, "added_train": 0, "added_test": 0, "removed": 0}
     for label_id, label in enumerate(labels):
         files = classes[label]
         if dedicated_test is not None:
             tr = [p for p in files if p.resolve() not in dedicated_test]
             te = [p for p in files if p.resolve() in dedicated_test]
         else:
-            tr, te = split_class(files, images_dir / label, ratio_train, rng, split_by)
+            tr, te = split_class(files, images_dir / label, ratio_train, seed, split_by,
+                                 previous_sides=before if extend else None)
+        moved = 0
+        for side, paths in (("train", tr), ("test", te)):
+            for p in paths:
+                if p not in before:
+                    changes[f"added_{side}"] += 1
+                elif before[p] == side:
+                    changes["kept"] += 1
+                else:
+                    changes["moved"] += 1
+                    moved += 1
+        if extend and moved:
+            warnings.append(f"class {label!r}: {moved} image(s) changed sides so that it keeps both a training and a test image")
         if not te:
             warnings.append(f"class {label!r} has {len(files)} image(s) and none in the test set: its test accuracy is undefined")
         if not tr:
             raise DatasetError(f"class {label!r} has no training image: add images to {images_dir / label} or take some out of the test list")
         train += [[p.relative_to(images_dir).as_posix(), label_id] for p in tr]
         test += [[p.relative_to(images_dir).as_posix(), label_id] for p in te]
+    changes["removed"] = len(before) - changes["kept"] - changes["moved"]
     overlap = {p for p, _ in train} & {p for p, _ in test}
     assert not overlap, f"train and test overlap: {sorted(overlap)[:5]}"
     split = {"labels": labels, "seed": seed, "ratioTrainTest": ratio_train,
-             "splitBy": "dedicated" if dedicated_test is not None else split_by, "train": train, "test": test}
+             "splitBy": "dedicated" if dedicated_test is not None else split_by, "train": train, "test": test,
+             "changes": changes}
     return split, warnings
+
+
+def changes_summary(split: dict) -> str:
+    """One line saying how ``make_split`` changed the previous split, e.g. for a script to print."""
+    c = split["changes"]
+    return (f"{c['kept']} image(s) kept their side, {c['added_train']} new went to training and {c['added_test']} "
+            f"to test, {c['removed']} removed, {c['moved']} changed sides")
 
 
 def count_table(split: dict) -> str:

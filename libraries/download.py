@@ -1,8 +1,8 @@
 """Downloading a ``label<TAB>url`` list into class folders, and removing near-duplicate images.
 
-Downloads run concurrently with timeouts and retries with backoff (requests + urllib3 ``Retry``). Each file goes
-to a hidden ``.partial`` folder first, is checked to decode, shrunk to a maximum side, and only then renamed into
-its class folder, so the image folders never hold a partial or broken download.
+Downloads run concurrently with timeouts and retries with backoff (requests + urllib3 ``Retry``). Each file is
+held in memory, checked to decode, shrunk to a maximum side, and only then written into its class folder
+atomically (a temporary file, then a rename), so the image folders never hold a partial or broken download.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 from urllib3.util.retry import Retry
 
 from .artifacts import atomic_path
+from .errors import MissingArtifact
 from .images import ImageError, list_files, read_image
 
-PARTIAL_DIR = ".partial"
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 
 
@@ -51,7 +51,7 @@ def read_url_list(tsv: Path) -> tuple[list[tuple[str, str]], list[str]]:
     """Read ``label<TAB>url`` lines; return the good (label, url) pairs and one message per refused line."""
     tsv = Path(tsv)
     if not tsv.is_file():
-        raise FileNotFoundError(f"URL list {tsv} does not exist: set dl_urlsFile to a 'label<TAB>url' file")
+        raise MissingArtifact(f"URL list {tsv} does not exist: set dl_urlsFile to a 'label<TAB>url' file")
     items, problems = [], []
     for number, line in enumerate(tsv.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
@@ -123,8 +123,6 @@ def download_one(session: requests.Session, label: str, url: str, dest_dir: Path
     target = dest_dir / label / file_name_for(url)
     if target.exists():
         return DownloadResult(label, url, "skipped", "already there", str(target))
-    partial = dest_dir / PARTIAL_DIR
-    partial.mkdir(parents=True, exist_ok=True)
     try:
         with session.get(url, timeout=(timeout, timeout), stream=True) as response:
             response.raise_for_status()
@@ -158,9 +156,6 @@ def download_all(items: list[tuple[str, str]], dest_dir: Path, workers: int = 16
         futures = [pool.submit(download_one, session, label, url, dest_dir, timeout, max_side) for label, url in items]
         for future in tqdm(as_completed(futures), total=len(futures), desc="downloading", unit="url", disable=not progress):
             results.append(future.result())
-    partial = dest_dir / PARTIAL_DIR
-    if partial.is_dir() and not any(partial.iterdir()):
-        partial.rmdir()
     return results
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import atomic_path
+from .layout import DEDICATED_TEST
 
 DEFECT_THRESHOLD = 0.5
 
@@ -62,6 +63,6 @@ def install(dest_dir: Path, seed: int = 0, labels_csv: Path | None = None) -> di
         counts[label] += 1
         if is_test:
             lines.append(f"{label}/{target.name}")
-    with atomic_path(dest_dir / "dedicatedTestImages.tsv") as tmp:
+    with atomic_path(dest_dir / DEDICATED_TEST) as tmp:
         tmp.write_text("# the ELPV test cells: 25% stratified by defect probability and cell type\n" + "\n".join(lines) + "\n")
     return counts

@@ -6,12 +6,6 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 from sklearn.preprocessing import label_binarize
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def per_class_auc(y_true: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict[str, float | None]:
     """One-vs-rest AUC of each class; None for a class with no positive or no negative test image."""
     onehot = label_binarize(y_true, classes=np.arange(len(labels)))
@@ -25,8 +19,9 @@ def per_class_auc(y_true: np.ndarray, scores: np.ndarray, labels: list[str]) -> 
 
 
 def compute_metrics(y_true: np.ndarray, scores: np.ndarray, labels: list[str], classifier: str) -> dict:
-    """Per-class, overall and class-averaged accuracy; precision, recall and F1; per-class, micro and macro AUC;
-    the confusion matrix. ``scores`` is (N, K), the prediction is its row-wise argmax."""
+    """Per-class, overall and class-averaged accuracy (the per-class accuracy is the class's recall); precision,
+    recall and F1; per-class, micro and macro AUC; the confusion matrix. ``scores`` is (N, K) (the probabilities),
+    the prediction is its row-wise argmax."""
     y_true = np.asarray(y_true)
     y_pred = scores.argmax(axis=1)
     classes = np.arange(len(labels))

@@ -1,75 +1,53 @@
-"""The deployable model: one ONNX graph from uint8 images to class scores, plus ``labels.json`` and ``deploy.json``.
+"""The deployable model: the pipeline's DNN and its ``scoring.ScoreHead`` in one torch module, exported as a bundle.
 
-- svm / svmDnnRefined: backbone -> pool -> L2-normalise -> linear layer holding the SVM's coef and intercept;
-  the scores are SVM decision values.
-- dnn: the refined network with a softmax; the scores are probabilities.
-The input is a (batch, size, size, 3) uint8 RGB batch, resized by ``presets.eval_preprocess``; normalisation is
-inside the graph. The batch axis is dynamic.
+- svm / svmDnnRefined: backbone -> pool -> L2-normalise -> SVM margins -> Platt calibration -> probabilities.
+- dnn: the refined network's head -> softmax.
+Script 5 evaluates with the very same ``ScoreHead`` on cached features, so served probabilities equal evaluated ones.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import load_json, load_npz, save_json
+from . import bundle, provenance, scoring, svm
+from .artifacts import load_json
 from .backbones import Classifier
-from .featurize import export_onnx
-
-SCORE_KINDS = {"dnn": "probability", "svm": "svm decision value", "svmDnnRefined": "svm decision value"}
+from .layout import DatasetPaths
+from .model_io import load_model
 
 
 class DeployedModel(nn.Module):
-    """uint8 images -> class scores, exactly as script 5 scores the test set."""
+    """uint8 images -> (probabilities, raw scores), exactly as script 5 scores the test set."""
 
-    def __init__(self, classifier: Classifier, kind: str, svm_coef: np.ndarray | None = None,
-                 svm_intercept: np.ndarray | None = None, l2_normalize: bool = True):
+    def __init__(self, classifier: Classifier, head: scoring.ScoreHead):
         super().__init__()
-        if kind not in SCORE_KINDS:
-            raise ValueError(f"classifier must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
-        self.classifier, self.kind, self.l2_normalize = classifier.eval(), kind, l2_normalize
-        if kind != "dnn":
-            if svm_coef is None or svm_intercept is None:
-                raise ValueError(f"classifier {kind!r} needs the SVM's coef and intercept")
-            self.svm = nn.Linear(svm_coef.shape[1], svm_coef.shape[0])
-            with torch.no_grad():
-                self.svm.weight.copy_(torch.as_tensor(svm_coef))
-                self.svm.bias.copy_(torch.as_tensor(svm_intercept))
+        self.classifier, self.head = classifier.eval(), head.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.classifier.features(x)
-        if self.kind == "dnn":
-            return torch.softmax(self.classifier.head(features), dim=1)
-        if self.l2_normalize:
-            features = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return self.svm(features)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.classifier.features(x))
 
 
-def export(model: DeployedModel, out_dir: Path, labels: list[str], input_size: int, backbone: str) -> Path:
-    """Write ``model.onnx``, ``labels.json`` and ``deploy.json`` into ``out_dir``; return the ONNX path."""
-    out_dir = Path(out_dir)
-    onnx_path = out_dir / "model.onnx"
-    export_onnx(model.eval(), onnx_path, input_size)
-    save_json(out_dir / "labels.json", list(labels))
-    save_json(out_dir / "deploy.json", {"classifier": model.kind, "score": SCORE_KINDS[model.kind], "backbone": backbone,
-                                        "input_size": input_size, "input": "uint8 RGB, (batch, size, size, 3)",
-                                        "labels": list(labels), "model": onnx_path.name})
-    return onnx_path
-
-
-def export_pipeline_model(proc_dir: Path, classifier: str) -> Path:
-    """Export what scripts 2-4 trained in ``proc_dir`` for ``classifier`` (as script 5 does); return the ONNX path."""
-    from .model_io import load_model
-
-    proc_dir = Path(proc_dir)
-    model, meta = load_model(proc_dir / "model.json")
+def load_head(paths: DatasetPaths, classifier: str, model: Classifier | None = None) -> scoring.ScoreHead:
+    """The ScoreHead of ``classifier`` from the artifacts in ``paths`` (the refined head, or the calibrated SVM)."""
     if classifier == "dnn":
-        if not meta["refined"]:
-            raise FileNotFoundError(f"classifier 'dnn' needs a refined DNN in {proc_dir}: run scripts/2_refineDNN.py with classifier='dnn'")
-        deployed = DeployedModel(model, "dnn")
-    else:
-        svm, svm_meta = load_npz(proc_dir / "svm.npz"), load_json(proc_dir / "svm.json")
-        deployed = DeployedModel(model, classifier, svm["coef"], svm["intercept"], svm_meta["l2_normalize"])
-    return export(deployed, proc_dir, meta["labels"], meta["input_size"], meta["backbone"])
+        model = model if model is not None else load_model(paths.model_meta)[0]
+        return scoring.dnn_head(model.head)
+    trained, meta = svm.load(paths.svm, paths.svm_meta)
+    return scoring.svm_head(trained, meta["l2_normalize"])
+
+
+def export_pipeline_model(paths: DatasetPaths, params: dict) -> Path:
+    """Export what scripts 2-4 trained for ``params['classifier']`` as the bundle in ``paths.bundle``, after
+    checking that every artifact it is made from is current; return the ONNX path."""
+    classifier = params["classifier"]
+    provenance.check_chain(paths, params, upto="evaluation")
+    model, meta = load_model(paths.model_meta)
+    head = load_head(paths, classifier, model)
+    labels = load_json(paths.split)["labels"]
+    made_from = provenance.record("evaluation", params, paths)
+    return bundle.write(paths.bundle, DeployedModel(model, head), labels, meta["input_size"], {
+        "classifier": classifier, "score": scoring.SCORE_MEANING[classifier],
+        "raw_score": scoring.RAW_SCORE_MEANING[classifier], "backbone": meta["backbone"],
+        "provenance": {**made_from, "step": "bundle"}})

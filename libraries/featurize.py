@@ -8,8 +8,7 @@ after adding 10 images featurize only those 10.
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 import os
 import time
 import warnings
@@ -21,21 +20,10 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import atomic_path, file_digest, load_npz, save_npz
+from .artifacts import file_digest, load_json, load_npz, save_json, save_npz
+from .errors import BadParameter
 from .images import ImageError, read_image
 from .presets import eval_preprocess
-
-
-def export_onnx(module, path: Path, input_size: int, opset: int = 17) -> None:
-    """Export a (B, S, S, 3) uint8 -> (B, D) float module to ONNX with a dynamic batch axis, atomically."""
-    import torch
-
-    dummy = torch.zeros(2, input_size, input_size, 3, dtype=torch.uint8)
-    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
 
 
 class OnnxEngine:
@@ -87,8 +75,43 @@ def choose_engine(requested: str = "auto") -> str:
         return "onnxruntime"
     except ImportError:
         if requested == "onnxruntime":
-            raise RuntimeError("run_engine='onnxruntime' but onnxruntime is not installed: pip install onnxruntime") from None
+            raise BadParameter("run_engine='onnxruntime' but onnxruntime is not installed: pip install onnxruntime") from None
         return "cpu"
+
+
+def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: str = "auto"):
+    """The engine that featurizes with the model of ``model_meta``: torch on a GPU (or when asked for), else
+    onnxruntime on the network exported to ``onnx_path``. The export is kept, with ``onnx_meta`` naming the
+    model's feature key, and redone only when the model changes."""
+    from .backbones import FeatureExtractor
+    from .model_io import feature_key, load_model
+    from .onnx_export import export_onnx
+
+    kind = choose_engine(requested)
+    model, meta = load_model(model_meta)
+    extractor = FeatureExtractor(model).eval()
+    if kind != "onnxruntime":
+        return TorchEngine(extractor, device="cuda" if kind == "cuda" else "cpu")
+    key = feature_key(meta)
+    onnx_path, onnx_meta = Path(onnx_path), Path(onnx_meta)
+    if not (onnx_path.is_file() and onnx_meta.is_file() and load_json(onnx_meta).get("feature_key") == key
+            and load_json(onnx_meta).get("onnx_digest") == file_digest(onnx_path)):
+        export_onnx(extractor, onnx_path, meta["input_size"])
+        save_json(onnx_meta, {"feature_key": key, "backbone": meta["backbone"], "input_size": meta["input_size"],
+                              "onnx_digest": file_digest(onnx_path)})
+    return OnnxEngine(onnx_path)
+
+
+def save_features(path: Path, features: np.ndarray, image_paths: list[str], labels: list[int], subset: list[str],
+                  feature_key: str, provenance: dict) -> None:
+    """``features.npz``: one row per image (vector, relative path, label id, 'train' or 'test'), the model's feature
+    key, its provenance, and a digest of its content (its identity for the artifacts made from it)."""
+    from .provenance import content_digest
+
+    arrays = {"features": np.asarray(features, np.float32), "paths": np.array(image_paths, dtype=str),
+              "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
+    save_npz(path, **arrays, feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),
+             content_digest=np.array(content_digest(**arrays)))
 
 
 def load_and_preprocess(path: Path, size: int) -> np.ndarray:

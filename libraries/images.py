@@ -2,8 +2,9 @@
 
 Decoding honours the EXIF orientation, turns greyscale, palette, CMYK, 16-bit and transparent images into
 plain 8-bit RGB, and refuses empty, truncated, non-image and decompression-bomb files with an ``ImageError``
-that names the file and the reason. Baseline JPEGs go through OpenCV when it is installed (about 3x faster
-than Pillow here, with identical pixels); everything else goes through Pillow.
+that names the file and the reason (``ImageTooLarge``, a subclass, when it has too many pixels). Baseline
+JPEGs go through OpenCV when it is installed (about 3x faster than Pillow here, with identical pixels);
+everything else goes through Pillow.
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ class ImageError(ValueError):
         self.source = str(source)
         self.reason = reason
         super().__init__(f"{self.source}: {reason}")
+
+
+class ImageTooLarge(ImageError):
+    """An image with more pixels than allowed: a decompression bomb, or simply too large to decode safely."""
 
 
 def is_ignored(path: Path) -> bool:
@@ -128,7 +133,7 @@ def read_image(source: str | Path | bytes, min_size: int | None = None,
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as err:
-            raise ImageError(label, f"too many pixels, refused as a decompression bomb ({err})") from None
+            raise ImageTooLarge(label, f"too many pixels, refused as a decompression bomb ({err})") from None
         except UnidentifiedImageError:
             raise ImageError(label, "not an image that Pillow can read (unknown format or not an image at all)") from None
         except Exception as err:  # a damaged header raises all sorts
@@ -138,7 +143,7 @@ def read_image(source: str | Path | bytes, min_size: int | None = None,
         with image:
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(label, f"{width}x{height} = {width * height:,} pixels is above the limit of "
+                raise ImageTooLarge(label, f"{width}x{height} = {width * height:,} pixels is above the limit of "
                                         f"{max_pixels:,}, refused as a possible decompression bomb")
             if width < 1 or height < 1:
                 raise ImageError(label, f"has no pixels ({width}x{height})")
@@ -155,7 +160,7 @@ def read_image(source: str | Path | bytes, min_size: int | None = None,
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb(image)
             except Image.DecompressionBombError as err:
-                raise ImageError(label, f"too many pixels, refused as a decompression bomb ({err})") from None
+                raise ImageTooLarge(label, f"too many pixels, refused as a decompression bomb ({err})") from None
             except (OSError, SyntaxError, ValueError, EOFError) as err:
                 reason = str(err) or type(err).__name__
                 if "truncated" in reason or isinstance(err, EOFError):

@@ -1,5 +1,6 @@
-"""Saving and loading the model that featurization uses: a torch state dict (``model.pt``) plus JSON metadata
-(``model.json``) that says which backbone, input size, normalisation and labels it has."""
+"""Saving and loading the model that featurization uses: a torch state dict (``model.pt``, refined models only)
+plus JSON metadata (``model.json``) that says which backbone, input size and normalisation it has, which labels
+its head was trained for, and what it was made from (``provenance``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,18 +9,21 @@ import torch
 
 from .artifacts import file_digest, load_json, save_json, save_torch, text_digest
 from .backbones import Classifier, build_classifier, get_backbone
+from .errors import MissingArtifact, StaleArtifact
+from .layout import SCRIPTS
 from .presets import PREPROCESSING_VERSION
 
 
-def describe(backbone: str, input_size: int, labels: list[str], refined: bool, pretrained_weights: str | None,
-             config_key: str, **extra) -> dict:
+def describe(backbone: str, input_size: int | None, pretrained_weights: str | None, provenance: dict,
+             labels: list[str] | None = None, **extra) -> dict:
+    """The metadata of a model on ``backbone``; ``labels`` only for a refined one (a fixed backbone has no head)."""
     spec = get_backbone(backbone)
     weights_file = pretrained_weights or spec.default_weights()
     source_digest = file_digest(weights_file) if weights_file and Path(weights_file).is_file() else f"{backbone}-imagenet"
-    return {"backbone": backbone, "input_size": input_size, "mean": list(spec.mean), "std": list(spec.std),
-            "feature_dim": spec.feature_dim, "labels": list(labels), "refined": refined,
-            "pretrained_weights": pretrained_weights, "pretrained_digest": source_digest,
-            "config_key": config_key, **extra}
+    return {"backbone": backbone, "input_size": spec.resolve_input_size(input_size), "mean": list(spec.mean),
+            "std": list(spec.std), "feature_dim": spec.feature_dim, "labels": list(labels) if labels else None,
+            "pretrained_weights": pretrained_weights, "pretrained_digest": source_digest, "provenance": provenance,
+            **extra}
 
 
 def save_refined(meta_path: Path, weights_path: Path, model: Classifier, meta: dict) -> dict:
@@ -37,27 +41,28 @@ def save_fixed(meta_path: Path, meta: dict) -> dict:
 
 
 def load_meta(meta_path: Path) -> dict:
+    """``model.json``, after checking that a refined model's weights file is the one it names."""
     meta_path = Path(meta_path)
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} does not exist: run scripts/2_refineDNN.py first")
+        raise MissingArtifact(f"{meta_path} does not exist: run {SCRIPTS['model']} first")
     meta = load_json(meta_path)
     if meta.get("refined"):
         weights = meta_path.parent / meta["weights_file"]
         if not weights.is_file() or file_digest(weights) != meta["weights_digest"]:
-            raise FileNotFoundError(f"{weights} is missing or does not match {meta_path}: run scripts/2_refineDNN.py again")
+            raise StaleArtifact(f"{weights} is missing or is not the file {meta_path.name} was written with: "
+                                f"rerun {SCRIPTS['model']}")
     return meta
 
 
 def load_model(meta_path: Path, dropout: float = 0.0) -> tuple[Classifier, dict]:
     """The model that ``model.json`` describes, in eval mode on the CPU."""
     meta = load_meta(meta_path)
+    num_classes = len(meta["labels"]) if meta["refined"] else 1  # a fixed backbone's head is never used
+    model = build_classifier(meta["backbone"], num_classes, meta["input_size"], weights=meta.get("pretrained_weights"),
+                             dropout=dropout, pretrained=not meta["refined"])
     if meta["refined"]:
-        model = build_classifier(meta["backbone"], len(meta["labels"]), meta["input_size"], pretrained=False, dropout=dropout)
-        state = torch.load(Path(meta_path).parent / meta["weights_file"], map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    else:
-        model = build_classifier(meta["backbone"], len(meta["labels"]), meta["input_size"],
-                                 weights=meta.get("pretrained_weights"), dropout=dropout)
+        model.load_state_dict(torch.load(Path(meta_path).parent / meta["weights_file"], map_location="cpu",
+                                         weights_only=True))
     return model.eval(), meta
 
 
@@ -65,3 +70,15 @@ def feature_key(meta: dict) -> str:
     """What the features of an image depend on, besides the image itself."""
     return text_digest([meta["backbone"], meta["input_size"], meta["weights_digest"], meta["mean"], meta["std"],
                         PREPROCESSING_VERSION])
+
+
+def up_to_date(paths, params: dict) -> dict | None:
+    """The metadata of the model on disk if it was made with ``params`` from the current split, else None."""
+    from .errors import UserError
+    from .provenance import check
+
+    try:
+        check(paths, "model", params)
+        return load_meta(paths.model_meta)
+    except UserError:
+        return None

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import save_torch
 from .backbones import Classifier
+from .errors import BadParameter
 from .images import ImageError, read_image
 from .presets import eval_preprocess, train_transform
 
@@ -67,7 +68,7 @@ class RefineConfig:
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("rf_device='cuda' but torch sees no CUDA GPU: use rf_device='auto' or 'cpu'")
+        raise BadParameter("rf_device='cuda' but torch sees no CUDA GPU: use rf_device='auto' or 'cpu'")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)

@@ -1,5 +1,6 @@
 """A self-contained HTML report of an evaluation (``report.html``): the metrics, the plots and the worst
-mistakes with thumbnails, all images inlined, for people who do not use Jupyter."""
+mistakes with thumbnails, all images inlined, for people who do not use Jupyter. Everything taken from the
+data (labels, paths, names) is HTML-escaped."""
 from __future__ import annotations
 
 import base64
@@ -9,9 +10,7 @@ from pathlib import Path
 from . import results
 from .artifacts import atomic_path, load_json
 from .images import thumbnail_jpeg
-
-PLOTS = (("roc.png", "ROC curves"), ("confusion_matrix.png", "Confusion matrix"),
-         ("svm_cv_accuracy.png", "SVM: cross-validated accuracy per C"), ("refine_errors.png", "DNN refinement"))
+from .layout import DatasetPaths
 
 
 def png_uri(path: Path) -> str:
@@ -22,19 +21,23 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def render(proc_dir: Path, images_dir: Path, max_mistakes: int = 24) -> str:
-    proc_dir, images_dir = Path(proc_dir), Path(images_dir)
-    metrics = load_json(proc_dir / "metrics.json")
-    rows = results.load_for(proc_dir)
+def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
+    metrics = load_json(paths.metrics)
+    rows = results.load_for(paths)
     mistakes = results.select(rows, only_wrong=True, worst_first=True)
     e = html.escape
-    summary = [("classifier", e(metrics["classifier"])), ("test images", str(metrics["num_test_images"])),
+    summary = [("classifier", e(metrics["classifier"])), ("backbone", e(f"{metrics.get('backbone')} at {metrics.get('input_size')} px"
+                                                                     + (", refined" if metrics.get("refined") else ", fixed"))),
+               ("SVM C", "n/a" if metrics.get("svm_C") is None else f"{metrics['svm_C']:g}"),
+               ("test images", str(metrics["num_test_images"])),
                ("overall accuracy", _pct(metrics["overall_accuracy"])),
                ("class-averaged accuracy", _pct(metrics["class_averaged_accuracy"])),
                ("macro AUC", _pct(metrics["macro_auc"])), ("micro AUC", _pct(metrics["micro_auc"]))]
-    parts = [f"<h1>Evaluation of {e(proc_dir.name)}</h1>", '<table id="summary">']
+    parts = [f"<h1>Evaluation of {e(paths.dataset_name)}</h1>", '<table id="summary">']
     parts += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary]
-    parts += ["</table>", "<h2>Per class</h2>", '<table id="per-class"><tr><th>class</th><th>n</th><th>accuracy</th>'
+    parts += ["</table>", f'<p id="score-scale">Every score in this report is a {e(metrics["score"])}: the probabilities '
+              "of an image's classes sum to 1, and they are the same numbers the web service answers.</p>",
+              "<h2>Per class</h2>", '<table id="per-class"><tr><th>class</th><th>n</th><th>accuracy (recall)</th>'
               "<th>precision</th><th>recall</th><th>F1</th><th>AUC</th></tr>"]
     for label in metrics["labels"]:
         parts.append(f"<tr><td>{e(label)}</td><td>{metrics['support'][label]}</td>"
@@ -42,29 +45,29 @@ def render(proc_dir: Path, images_dir: Path, max_mistakes: int = 24) -> str:
                      f"<td>{_pct(metrics['recall'][label])}</td><td>{_pct(metrics['f1'][label])}</td>"
                      f"<td>{_pct(metrics['auc'][label])}</td></tr>")
     parts.append("</table>")
-    for name, title in PLOTS:
-        if (proc_dir / name).is_file():
-            parts.append(f'<h2>{title}</h2><img class="plot" alt="{e(title)}" src="{png_uri(proc_dir / name)}">')
+    for path, title in paths.plots():
+        if path.is_file():
+            parts.append(f'<h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}">')
     shown = mistakes[:max_mistakes]
     parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
     parts.append('<div id="mistakes">' if shown else "<p>No mistakes on the test set.</p>")
     for row in shown:
-        thumbnail = thumbnail_jpeg(images_dir / row["path"])
+        thumbnail = thumbnail_jpeg(paths.images / row["path"])
         image = (f'<img alt="{e(row["path"])}" src="data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}">'
                  if thumbnail else "<div>(unreadable)</div>")
         parts.append(f'<figure>{image}<figcaption>{e(row["path"])}<br>true: <b>{e(row["true"])}</b><br>'
-                     f'predicted: <b>{e(row["predicted"])}</b> ({100 * row["confidence"]:.1f}%)</figcaption></figure>')
+                     f'predicted: <b>{e(row["predicted"])}</b> (probability {100 * row["confidence"]:.1f}%)'
+                     f"</figcaption></figure>")
     if shown:
         parts.append("</div>")
     style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
              "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:46rem;display:block}"
              "#mistakes{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0;width:170px;font-size:.8rem;word-break:break-all}")
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(proc_dir.name)}</title>'
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write(proc_dir: Path, images_dir: Path, out_path: Path | None = None, max_mistakes: int = 24) -> Path:
-    out_path = Path(out_path or Path(proc_dir) / "report.html")
-    with atomic_path(out_path) as tmp:
-        tmp.write_text(render(proc_dir, images_dir, max_mistakes), encoding="utf-8")
-    return out_path
+def write(paths: DatasetPaths, max_mistakes: int = 24) -> Path:
+    with atomic_path(paths.report) as tmp:
+        tmp.write_text(render(paths, max_mistakes), encoding="utf-8")
+    return paths.report

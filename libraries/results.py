@@ -1,22 +1,23 @@
-"""The test set's predictions, for browsing: per-image rows with the truth, the prediction and per-class
-probabilities (a softmax of the scores, so that SVM and DNN scores compare), filtered and ordered."""
+"""The test set's predictions, for browsing: per-image rows with the truth, the prediction and the per-class
+probabilities that script 5 computed (the same calibrated probabilities the service answers), filtered and
+ordered. Read only after checking that they belong to the artifacts on disk now."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import load_json, load_npz
-from .evaluation import softmax
+from . import provenance
+from .artifacts import file_digest, load_json, load_npz, save_json, save_npz
+from .errors import StaleArtifact
+from .layout import SCRIPTS, DatasetPaths
 
 
-def load(test_scores_path: Path, labels: list[str], classifier: str) -> list[dict]:
+def load(test_scores_path: Path, labels: list[str]) -> list[dict]:
     """One row per test image: path, true and predicted label, correct, confidence and probabilities."""
     data = load_npz(test_scores_path)
-    scores = data["scores"]
-    probabilities = scores if classifier == "dnn" else softmax(scores)
     rows = []
-    for path, truth, p in zip(data["paths"], data["labels"], probabilities):
+    for path, truth, p in zip(data["paths"], data["labels"], data["probabilities"]):
         predicted = int(np.argmax(p))
         rows.append({"path": str(path), "true": labels[int(truth)], "predicted": labels[predicted],
                      "correct": predicted == int(truth), "confidence": float(p[predicted]),
@@ -24,11 +25,15 @@ def load(test_scores_path: Path, labels: list[str], classifier: str) -> list[dic
     return rows
 
 
-def load_for(proc_dir: Path) -> list[dict]:
-    """The rows of the classifier that script 5 evaluated last in ``proc_dir``."""
-    proc_dir = Path(proc_dir)
-    metrics = load_json(proc_dir / "metrics.json")
-    return load(proc_dir / "test_scores.npz", metrics["labels"], metrics["classifier"])
+def load_for(paths: DatasetPaths) -> list[dict]:
+    """The rows of the evaluation that script 5 wrote last, refused if it is out of date with the features and
+    classifier on disk, or if ``test_scores.npz`` is not the file ``metrics.json`` was written with."""
+    provenance.check_evaluation(paths)
+    metrics = load_json(paths.metrics)
+    if not paths.test_scores.is_file() or metrics.get("test_scores_digest") != file_digest(paths.test_scores):
+        raise StaleArtifact(f"{paths.test_scores} is missing or is not the file {paths.metrics.name} was written with: "
+                            f"rerun {SCRIPTS['evaluation']}")
+    return load(paths.test_scores, metrics["labels"])
 
 
 def select(rows: list[dict], only_wrong: bool = False, worst_first: bool = False) -> list[dict]:
@@ -38,3 +43,14 @@ def select(rows: list[dict], only_wrong: bool = False, worst_first: bool = False
     if worst_first:
         chosen.sort(key=lambda r: (r["correct"], -r["confidence"] if not r["correct"] else r["confidence"]))
     return chosen
+
+
+def save(paths: DatasetPaths, image_paths: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+         raw_scores: np.ndarray, metrics: dict) -> dict:
+    """``test_scores.npz`` (per test image: path, true label id, probabilities, raw scores), then ``metrics.json``
+    naming its digest: the pair is read back by ``load_for`` only as written together."""
+    save_npz(paths.test_scores, paths=np.asarray(image_paths), labels=np.asarray(labels),
+             probabilities=probabilities.astype(np.float32), raw_scores=raw_scores.astype(np.float32))
+    metrics = {**metrics, "test_scores_digest": file_digest(paths.test_scores)}
+    save_json(paths.metrics, metrics)
+    return metrics

@@ -7,7 +7,7 @@ import types
 import typing
 from pathlib import Path
 
-from .errors import UserError
+from .errors import BadParameter, UserError
 
 CHOICES = {
     "classifier": ("svm", "dnn", "svmDnnRefined"),
@@ -15,10 +15,6 @@ CHOICES = {
     "rf_device": ("auto", "cuda", "cpu"),
     "run_engine": ("auto", "onnxruntime", "torch"),
 }
-
-
-class SettingsError(UserError, ValueError):
-    """A parameter name or value that cannot work; the message says what to fix."""
 
 
 def parse_value(text: str):
@@ -57,15 +53,15 @@ def apply_overrides(defaults: dict, annotations: dict, overrides: list[str]) -> 
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep:
-            raise SettingsError(f"--set {item!r}: expected name=value, e.g. --set datasetName=solar")
+            raise BadParameter(f"--set {item!r}: expected name=value, e.g. --set datasetName=solar")
         if name not in defaults:
             close = [n for n in defaults if n.lower() == name.lower()]
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SettingsError(f"--set {item!r}: {name!r} is not a parameter of PARAMETERS.py.{hint}")
+            raise BadParameter(f"--set {item!r}: {name!r} is not a parameter of PARAMETERS.py.{hint}")
         value = parse_value(text.strip())
         annotation = annotations.get(name, type(defaults[name]))
         if not _matches(value, annotation):
-            raise SettingsError(
+            raise BadParameter(
                 f"--set {item!r}: {name} must be of type {_type_name(annotation)}, got {type(value).__name__} {value!r}"
             )
         if annotation is float and isinstance(value, int) and not isinstance(value, bool):
@@ -78,27 +74,32 @@ def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
     """Check values that have the right type but cannot work."""
     for name, allowed in CHOICES.items():
         if name in params and params[name] not in allowed:
-            raise SettingsError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {params[name]!r}")
+            raise BadParameter(f"{name} must be one of {', '.join(map(repr, allowed))}, got {params[name]!r}")
     backbone_names = list(backbone_names)
     if backbone_names and params.get("rf_pretrainedModel") not in backbone_names:
-        raise SettingsError(
+        raise BadParameter(
             f"rf_pretrainedModel must be one of {', '.join(map(repr, backbone_names))}, got {params.get('rf_pretrainedModel')!r}"
         )
     if "ratioTrainTest" in params and not 0 < params["ratioTrainTest"] < 1:
-        raise SettingsError(f"ratioTrainTest must lie strictly between 0 and 1, got {params['ratioTrainTest']}")
-    for name in ("rf_inputResolution", "rf_mbSize", "rf_maxEpochs", "run_mbSize", "dl_maxImageSize", "dl_numWorkers"):
+        raise BadParameter(f"ratioTrainTest must lie strictly between 0 and 1, got {params['ratioTrainTest']}")
+    if "datasetName" in params:
+        from .dataset import check_dataset_name
+
+        check_dataset_name(params["datasetName"])
+    for name in ("rf_mbSize", "rf_maxEpochs", "run_mbSize", "dl_maxImageSize", "dl_numWorkers"):
         if name in params and params[name] < 1:
-            raise SettingsError(f"{name} must be at least 1, got {params[name]}")
-    if "rf_inputResolution" in params and params["rf_inputResolution"] < 32:
-        raise SettingsError(f"rf_inputResolution must be at least 32 pixels, got {params['rf_inputResolution']}")
+            raise BadParameter(f"{name} must be at least 1, got {params[name]}")
+    if params.get("rf_inputResolution") is not None and params["rf_inputResolution"] < 32:
+        raise BadParameter(f"rf_inputResolution must be at least 32 pixels (or None for the backbone's own size), "
+                           f"got {params['rf_inputResolution']}")
     if "rf_lrPerMb" in params and (not params["rf_lrPerMb"] or not all(_matches(v, float) for v in params["rf_lrPerMb"])):
-        raise SettingsError(f"rf_lrPerMb must be a non-empty list of numbers, got {params['rf_lrPerMb']!r}")
+        raise BadParameter(f"rf_lrPerMb must be a non-empty list of numbers, got {params['rf_lrPerMb']!r}")
     if "svm_CVals" in params and (not params["svm_CVals"] or not all(_matches(v, float) and v > 0 for v in params["svm_CVals"])):
-        raise SettingsError(f"svm_CVals must be a non-empty list of positive numbers, got {params['svm_CVals']!r}")
+        raise BadParameter(f"svm_CVals must be a non-empty list of positive numbers, got {params['svm_CVals']!r}")
     if "svm_cvFolds" in params and params["svm_cvFolds"] < 2:
-        raise SettingsError(f"svm_cvFolds must be at least 2, got {params['svm_cvFolds']}")
+        raise BadParameter(f"svm_cvFolds must be at least 2, got {params['svm_cvFolds']}")
     if params.get("rf_pretrainedWeights") and not Path(params["rf_pretrainedWeights"]).is_file():
-        raise SettingsError(f"rf_pretrainedWeights: no such file {params['rf_pretrainedWeights']!r}")
+        raise BadParameter(f"rf_pretrainedWeights: no such file {params['rf_pretrainedWeights']!r}")
 
 
 def module_parameters(module: types.ModuleType) -> tuple[dict, dict]:
@@ -134,54 +135,18 @@ def parse(module: types.ModuleType, argv: list[str] | None = None, description: 
     args = parser.parse_args(argv)
     try:
         return load(module, args.set, backbone_names), args
-    except SettingsError as err:
+    except UserError as err:
         parser.exit(2, f"error: {err}\n")
 
 
-class DatasetPaths:
-    """Where one dataset's images and artifacts live; every artifact file is named once, here."""
-
-    def __init__(self, data_dir: Path, dataset_name: str):
-        self.data_dir = Path(data_dir)
-        self.dataset_name = dataset_name
-        self.images = self.data_dir / "images" / dataset_name
-        self.proc = proc = self.data_dir / "proc" / dataset_name
-        self.dedicated_test = self.images / "dedicatedTestImages.tsv"
-        self.download_report = proc / "download_report.tsv"
-        self.split = proc / "split.json"
-        self.labels = proc / "labels.json"
-        self.image_report = proc / "unreadable_images.tsv"
-        self.model_meta = proc / "model.json"
-        self.model_weights = proc / "model.pt"
-        self.checkpoint = proc / "refine_checkpoint.pt"
-        self.refine_plot = proc / "refine_errors.png"
-        self.featurizer_onnx = proc / "featurizer.onnx"
-        self.feature_cache = proc / "feature_cache"
-        self.features = proc / "features.npz"
-        self.svm = proc / "svm.npz"
-        self.svm_meta = proc / "svm.json"
-        self.svm_plot = proc / "svm_cv_accuracy.png"
-        self.metrics = proc / "metrics.json"
-        self.roc_plot = proc / "roc.png"
-        self.confusion_plot = proc / "confusion_matrix.png"
-        self.test_scores = proc / "test_scores.npz"
-        self.report = proc / "report.html"
-        self.annotation_log = proc / "annotation_log.jsonl"
-        self.deploy_onnx = proc / "model.onnx"
-        self.deploy_meta = proc / "deploy.json"
-
-
-def dataset_paths(params) -> DatasetPaths:
-    return DatasetPaths(Path(params.DATA_DIR).expanduser().resolve(), params.datasetName)
-
-
 def run(main) -> None:
-    """Run a script's ``main()``; an expected problem ends it with one line on stderr and exit code 1."""
+    """Run a script's ``main()``; a ``UserError`` ends it with one line on stderr and exit code 1, while any other
+    exception is a bug and keeps its traceback."""
     import sys
 
     try:
         main()
-    except (UserError, FileNotFoundError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

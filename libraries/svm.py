@@ -1,14 +1,25 @@
-"""The linear SVM on DNN features: C chosen by stratified cross-validation on the training split only, and
-the chosen model kept as plain arrays (coef, intercept) that score with one matrix product."""
+"""The linear SVM on DNN features: C chosen by stratified cross-validation on the training split only, Platt
+calibration fit on out-of-fold margins of the training split only, and the result kept as plain arrays (coef,
+intercept, calibration a and b) that ``scoring.ScoreHead`` turns into probabilities."""
 from __future__ import annotations
 
+import contextlib
 import warnings
+from pathlib import Path
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
+
+from .artifacts import file_digest, load_json, load_npz, save_json, save_npz
+from .errors import DatasetError, StaleArtifact
+from .layout import SCRIPTS
+
+ARRAYS = ("coef", "intercept", "cal_a", "cal_b")
+ABSENT_CLASS_B = 50.0  # calibration offset of a class without training images: sigmoid(-50) ~ 2e-22, it never wins
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -18,18 +29,28 @@ def l2_normalize(features: np.ndarray) -> np.ndarray:
 
 def cv_folds(labels: np.ndarray, requested: int) -> int:
     """As many folds as asked for, but no more than the smallest class has members (and at least 2)."""
-    return max(2, min(requested, int(np.bincount(labels).min())))
+    return max(2, min(requested, int(np.bincount(labels)[np.unique(labels)].min())))
+
+
+def _splitter(labels: np.ndarray, folds: int, random_state: int) -> StratifiedKFold:
+    return StratifiedKFold(n_splits=cv_folds(labels, folds), shuffle=True, random_state=random_state)
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="The least populated class")
+        yield
 
 
 def select_c(features: np.ndarray, labels: np.ndarray, c_values: list[float], folds: int = 5,
              random_state: int = 0, progress: bool = False) -> list[dict]:
     """Cross-validated accuracy (mean and std over stratified folds) of ``LinearSVC(class_weight='balanced')``
     for each C, on the given (training) features only."""
-    splitter = StratifiedKFold(n_splits=cv_folds(labels, folds), shuffle=True, random_state=random_state)
+    splitter = _splitter(labels, folds, random_state)
     table = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.filterwarnings("ignore", message="The least populated class")
+    with _quiet():
         for c in tqdm(c_values, desc="cross-validating C", unit="C", disable=not progress, leave=False):
             scores = cross_val_score(make_svm(c, random_state), features, labels, cv=splitter, scoring="accuracy")
             table.append({"C": float(c), "cv_accuracy": float(scores.mean()), "cv_std": float(scores.std())})
@@ -46,25 +67,74 @@ def make_svm(c: float, random_state: int = 0) -> LinearSVC:
     return LinearSVC(C=c, class_weight="balanced", max_iter=20000, random_state=random_state)
 
 
-def fit(features: np.ndarray, labels: np.ndarray, c: float, num_classes: int, random_state: int = 0) -> dict:
-    """Fit on all training features; return {'coef': (K, D), 'intercept': (K,), 'C': c}, one row per class.
+def fit(features: np.ndarray, labels: np.ndarray, c: float, num_classes: int, folds: int = 5,
+        random_state: int = 0) -> dict:
+    """Fit the SVM on all given features, and its Platt calibration on out-of-fold margins of the same features
+    (scikit-learn's ``CalibratedClassifierCV(method='sigmoid', ensemble=False)``).
 
-    A binary LinearSVC has one decision function; it is kept as two opposite rows so that scoring is the
-    same for two classes as for many.
+    Returns {'coef': (K, D), 'intercept': (K,), 'cal_a': (K,), 'cal_b': (K,), 'C': c}, one row per class, such that
+    ``scoring.ScoreHead`` gives exactly ``CalibratedClassifierCV.predict_proba``. A binary SVM has one margin ``m``;
+    it is kept as two opposite rows (-m, m) with mirrored calibrations, which makes the same formula exact for two
+    classes as for many. A class without training images gets probability ~0.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        svm = make_svm(c, random_state).fit(features, labels)
+    with _quiet():
+        calibrated = CalibratedClassifierCV(make_svm(c, random_state), method="sigmoid", ensemble=False,
+                                            cv=_splitter(labels, folds, random_state)).fit(features, labels)
+    fitted = calibrated.calibrated_classifiers_[0]
+    svm, calibrators = fitted.estimator, fitted.calibrators
     coef, intercept = svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
+    a = np.array([cal.a_ for cal in calibrators], np.float32)
+    b = np.array([cal.b_ for cal in calibrators], np.float32)
     if len(svm.classes_) == 2:
         coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
-    full_coef = np.zeros((num_classes, features.shape[1]), np.float32)
-    full_intercept = np.full(num_classes, -1e3, np.float32)  # a class without training data never wins
-    full_coef[svm.classes_], full_intercept[svm.classes_] = coef, intercept
-    return {"coef": full_coef, "intercept": full_intercept, "C": float(c)}
+        a, b = np.concatenate([a, a]), np.concatenate([-b, b])
+    present = svm.classes_
+    full = {"coef": np.zeros((num_classes, features.shape[1]), np.float32), "intercept": np.zeros(num_classes, np.float32),
+            "cal_a": np.zeros(num_classes, np.float32), "cal_b": np.full(num_classes, ABSENT_CLASS_B, np.float32)}
+    full["coef"][present], full["intercept"][present] = coef, intercept
+    full["cal_a"][present], full["cal_b"][present] = a, b
+    return {**full, "C": float(c)}
 
 
-def decision_scores(features: np.ndarray, coef: np.ndarray, intercept: np.ndarray, l2: bool = True) -> np.ndarray:
-    """(N, K) SVM scores: the predicted class is the argmax of each row."""
-    x = l2_normalize(features) if l2 else features.astype(np.float32)
-    return x @ coef.T + intercept
+MIN_IMAGES_PER_CLASS = 2  # fewer training images cannot be cross-validated or calibrated
+
+
+def train(features: np.ndarray, labels: np.ndarray, subset: np.ndarray, num_classes: int, c_values: list[float],
+          folds: int = 5, l2: bool = True, random_state: int = 0, progress: bool = False) -> tuple[dict, list[dict]]:
+    """Everything script 4 computes, from the training rows (``subset == 'train'``) alone: the CV table over
+    ``c_values``, and the calibrated SVM fit with the best C. Returns (model, table); ``model['left_out']`` lists
+    the class ids with fewer than ``MIN_IMAGES_PER_CLASS`` training images, which get probability ~0."""
+    train_rows = np.asarray(subset) == "train"
+    x, y = features[train_rows], np.asarray(labels)[train_rows]
+    counts = np.bincount(y, minlength=num_classes)
+    left_out = [k for k in range(num_classes) if 0 < counts[k] < MIN_IMAGES_PER_CLASS]
+    usable = np.isin(y, np.flatnonzero(counts >= MIN_IMAGES_PER_CLASS))
+    x, y = x[usable], y[usable]
+    if len(np.unique(y)) < 2:
+        raise DatasetError(f"fewer than two classes have at least {MIN_IMAGES_PER_CLASS} training images: "
+                           f"a classifier needs two")
+    if l2:
+        x = l2_normalize(x)
+    table = select_c(x, y, c_values, folds=folds, random_state=random_state, progress=progress)
+    model = fit(x, y, best_c(table), num_classes, folds=folds, random_state=random_state)
+    return {**model, "left_out": left_out}, table
+
+
+def save(npz_path: Path, json_path: Path, model: dict, table: list[dict], l2: bool, labels: list[str],
+         provenance: dict, num_train_images: int) -> None:
+    """The arrays to ``svm.npz``, then the metadata (C, the CV table, provenance, and the digest of ``svm.npz``) to
+    ``svm.json``: written last, so a half-finished save is never trusted."""
+    save_npz(npz_path, **{k: model[k] for k in ARRAYS})
+    save_json(json_path, {"C": model["C"], "l2_normalize": l2, "calibration": "sigmoid (Platt), out-of-fold on the training split",
+                          "labels": list(labels), "cv_table": table, "num_train_images": int(num_train_images),
+                          "arrays_file": Path(npz_path).name, "arrays_digest": file_digest(npz_path),
+                          "provenance": provenance})
+
+
+def load(npz_path: Path, json_path: Path) -> tuple[dict, dict]:
+    """(arrays, metadata) of a saved SVM, refused unless ``svm.npz`` is the file ``svm.json`` was written with."""
+    meta = load_json(json_path)
+    if not Path(npz_path).is_file() or meta.get("arrays_digest") != file_digest(npz_path):
+        raise StaleArtifact(f"{npz_path} is missing or is not the file {Path(json_path).name} was written with: "
+                            f"rerun {SCRIPTS['svm']}")
+    return load_npz(npz_path), meta

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 
-from .settings import SettingsError, parse_value
+from .errors import BadParameter
+from .settings import parse_value
 
 
 def split_values(text: str) -> list[str]:
@@ -39,9 +40,9 @@ def parse_grid(items: list[str], known: dict) -> dict[str, list]:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not text.strip():
-            raise SettingsError(f"--grid {item!r}: expected name=value1,value2,...")
+            raise BadParameter(f"--grid {item!r}: expected name=value1,value2,...")
         if name not in known:
-            raise SettingsError(f"--grid {item!r}: {name!r} is not a parameter of PARAMETERS.py")
+            raise BadParameter(f"--grid {item!r}: {name!r} is not a parameter of PARAMETERS.py")
         grid[name] = [parse_value(v) for v in split_values(text)]
     return grid
 
@@ -58,6 +59,11 @@ def as_set_arguments(point: dict) -> list[str]:
     for name, value in point.items():
         args += ["--set", f"{name}={value!r}"]
     return args
+
+
+def set_values(arguments: list[str]) -> list[str]:
+    """The ``name=value`` items of a ``--set name=value ...`` argument list."""
+    return [a for a in arguments if a != "--set"]
 
 
 def rank(rows: list[dict]) -> list[dict]:

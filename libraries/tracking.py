@@ -16,14 +16,12 @@ import warnings
 from pathlib import Path
 
 from .artifacts import file_digest, save_json, text_digest
-
-# parameters that do not change what a run computes, only how fast or where it is logged
-NOT_IN_KEY = ("rf_device", "rf_numWorkers", "run_engine", "run_mbSize", "track_boMlflow", "track_uri", "dl_numWorkers",
-              "dl_timeoutSec", "dl_maxRetries")
+from .layout import mlflow_store
+from .provenance import result_parameters
 
 
 def default_uri(data_dir: str | Path) -> str:
-    return f"sqlite:///{Path(data_dir).resolve() / 'mlruns' / 'mlflow.db'}"
+    return f"sqlite:///{mlflow_store(data_dir)[0]}"
 
 
 def resolve_uri(track_uri: str | None, data_dir: str | Path) -> str:
@@ -31,7 +29,7 @@ def resolve_uri(track_uri: str | None, data_dir: str | Path) -> str:
 
 
 def pipeline_key(params: dict, split_path: Path) -> str:
-    relevant = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
+    relevant = result_parameters(params)
     split_digest = file_digest(split_path) if Path(split_path).is_file() else None
     return text_digest([relevant, split_digest])
 
@@ -78,7 +76,7 @@ class Tracker:
     @classmethod
     def for_script(cls, P, paths, step: str) -> "Tracker":
         return cls(vars(P), P.DATA_DIR, P.datasetName, paths.split, step, P.track_boMlflow, P.track_uri,
-                   paths.proc / "mlflow_run.json")
+                   paths.mlflow_run)
 
     def _fail(self, err: Exception) -> None:
         if self.enabled:
@@ -118,7 +116,7 @@ class Tracker:
         if experiment is None:
             artifacts = None
             if self.uri == default_uri(self.data_dir):
-                artifacts = (self.data_dir.resolve() / "mlruns" / "artifacts").as_uri()
+                artifacts = mlflow_store(self.data_dir)[1].as_uri()
             experiment_id = mlflow.create_experiment(self.experiment, artifact_location=artifacts)
         else:
             experiment_id = experiment.experiment_id

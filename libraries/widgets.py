@@ -4,6 +4,7 @@ They only arrange widgets; the changes themselves are ``annotate``'s and the ord
 """
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from . import annotate, results
 from .artifacts import load_json
 from .images import thumbnail_jpeg
+from .layout import DatasetPaths
 
 
 def thumbnail_bytes(path: Path, size: int = 160) -> bytes:
@@ -66,7 +68,7 @@ class ImageBrowser:
         exclude = w.Button(description="exclude", layout=w.Layout(width=f"{self.thumb_size}px"))
         dropdown.observe(lambda change, rel=rel: self.relabel(rel, change["new"]), names="value")
         exclude.on_click(lambda _, rel=rel: self.exclude(rel))
-        name = w.HTML(f"<small>{Path(rel).name}</small>")
+        name = w.HTML(f"<small>{html.escape(Path(rel).name)}</small>")
         return w.VBox([image, name, dropdown, exclude]), dropdown, exclude
 
     def relabel(self, rel: str, new_label: str) -> str:
@@ -88,12 +90,12 @@ class ImageBrowser:
 
 
 class ResultBrowser:
-    """Steps through the test images: the image, its true and predicted label, and a bar per class probability."""
+    """Steps through the test images: the image, its true and predicted label, and a bar per class probability
+    (the calibrated probabilities of script 5, which the service answers too)."""
 
-    def __init__(self, proc_dir: Path, images_dir: Path, only_wrong: bool = False, worst_first: bool = True,
-                 size: int = 260):
-        self.rows = results.load_for(proc_dir)
-        self.images_dir, self.size, self.index = Path(images_dir), size, 0
+    def __init__(self, paths: DatasetPaths, only_wrong: bool = False, worst_first: bool = True, size: int = 260):
+        self.rows = results.load_for(paths)
+        self.images_dir, self.size, self.index = paths.images, size, 0
         self.only_wrong = w.Checkbox(value=only_wrong, description="wrong predictions only")
         self.worst_first = w.Checkbox(value=worst_first, description="worst mistakes first")
         self.previous, self.next = w.Button(description="◀ previous"), w.Button(description="next ▶")
@@ -121,9 +123,10 @@ class ResultBrowser:
         row = rows[self.index]
         self.image.value = thumbnail_bytes(self.images_dir / row["path"], self.size)
         verdict = "correct" if row["correct"] else "<span style='color:#b00020'>wrong</span>"
-        self.text.value = (f"{self.index + 1} of {len(rows)}: <code>{row['path']}</code><br>true: <b>{row['true']}</b>, "
-                           f"predicted: <b>{row['predicted']}</b> ({100 * row['confidence']:.1f}%), {verdict}")
+        e = html.escape
+        self.text.value = (f"{self.index + 1} of {len(rows)}: <code>{e(row['path'])}</code><br>true: <b>{e(row['true'])}</b>, "
+                           f"predicted: <b>{e(row['predicted'])}</b> (probability {100 * row['confidence']:.1f}%), {verdict}")
         self.bars.value = "".join(
-            f"<div style='display:flex;align-items:center'><span style='width:9em'>{label}</span>"
+            f"<div style='display:flex;align-items:center'><span style='width:9em'>{e(label)}</span>"
             f"<span style='background:#3b7dd8;height:.9em;width:{12 * p:.2f}em;margin:0 .4em'></span>{100 * p:.1f}%</div>"
             for label, p in row["probabilities"].items())

@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 import PARAMETERS
-from libraries import download, elpv, settings
+from libraries import download, elpv, layout, settings
 from libraries.artifacts import atomic_path
 from libraries.errors import UserError
 
-P, _ = settings.parse(PARAMETERS, description=__doc__)
-paths = settings.dataset_paths(P)
 REPO = Path(__file__).resolve().parent.parent
 
 
 def main():
+    P, _ = settings.parse(PARAMETERS, description=__doc__)
+    paths = layout.dataset_paths(P)
     if P.datasetName == "elpvSolarCells":
         counts = elpv.install(paths.images, seed=P.randomSeed)
         print(f"ELPV solar cells in {paths.images}: {counts['functional']} functional, {counts['defective']} defective; "
@@ -46,4 +46,5 @@ def main():
         raise UserError("no image could be downloaded: check the network connection and the URLs in the report")
 
 
-settings.run(main)
+if __name__ == "__main__":
+    settings.run(main)

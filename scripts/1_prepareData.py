@@ -2,17 +2,25 @@
 
 Reads DATA_DIR/images/<datasetName>/<class>/ (and dedicatedTestImages.tsv there, if present, which fixes the
 test set). Checks that every image decodes; unreadable files are listed in unreadable_images.tsv and left out.
-Writes split.json (train and test images with their label ids) and labels.json (the label of each id).
+Writes split.json: the labels, and the train and test images with their label ids.
+
+The split is stable: run again after adding images, and every image keeps its side while the new ones are
+split in the ratioTrainTest ratio; removing images moves no other. A new split is made when ratioTrainTest,
+imagesSplitBy or randomSeed change, or with --new-split.
 """
 import PARAMETERS
-from libraries import dataset, settings
-from libraries.artifacts import atomic_path, save_json
+from libraries import dataset, layout, provenance, settings
+from libraries.artifacts import atomic_path, load_json, save_json
 
-P, _ = settings.parse(PARAMETERS, description=__doc__)
-paths = settings.dataset_paths(P)
+
+def add_arguments(parser):
+    parser.add_argument("--new-split", action="store_true", help="split afresh instead of keeping the sides of images "
+                                                                  "that the current split.json already has")
 
 
 def main():
+    P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
+    paths = layout.dataset_paths(P)
     classes, warnings = dataset.find_classes(paths.images)
     for warning in warnings:
         print(f"warning: {warning}")
@@ -36,13 +44,19 @@ def main():
         for warning in warnings:
             print(f"warning: {warning}")
         print(f"test set: the {len(dedicated)} images listed in {paths.dedicated_test}")
-    split, warnings = dataset.make_split(classes, paths.images, P.ratioTrainTest, P.randomSeed, P.imagesSplitBy, dedicated)
+    previous = load_json(paths.split) if paths.split.is_file() and not args.new_split else None
+    split, warnings = dataset.make_split(classes, paths.images, P.ratioTrainTest, P.randomSeed, P.imagesSplitBy,
+                                         dedicated, previous=previous)
     for warning in warnings:
         print(f"warning: {warning}")
+    if previous is not None:
+        print(dataset.changes_summary(split))
+    del split["changes"]  # split.json holds the split alone, so an unchanged split is the same file, bit for bit
+    split["provenance"] = provenance.record("split", vars(P), paths)
     save_json(paths.split, split)
-    save_json(paths.labels, split["labels"])
     print(dataset.count_table(split))
-    print(f"wrote {paths.split} and {paths.labels}")
+    print(f"wrote {paths.split}")
 
 
-settings.run(main)
+if __name__ == "__main__":
+    settings.run(main)

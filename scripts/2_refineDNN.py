@@ -7,78 +7,60 @@
   refine_errors.png (training and test error per epoch).
 """
 import PARAMETERS
-from libraries import model_io, plots, refine, settings
-from libraries.artifacts import load_json, save_figure, text_digest
+from libraries import layout, model_io, plots, provenance, refine, settings
+from libraries.artifacts import load_json, save_figure
 from libraries.backbones import BACKBONES, build_classifier, get_backbone
 from libraries.tracking import Tracker
 
-P, _ = settings.parse(PARAMETERS, description=__doc__, backbone_names=BACKBONES)
-paths = settings.dataset_paths(P)
-
 
 def main():
-    if not paths.split.is_file():
-        raise FileNotFoundError(f"{paths.split} does not exist: run scripts/1_prepareData.py first")
+    P, _ = settings.parse(PARAMETERS, description=__doc__, backbone_names=BACKBONES)
+    params, paths = vars(P), layout.dataset_paths(P)
+    provenance.check_chain(paths, params, upto="model")
     split = load_json(paths.split)
-    labels = split["labels"]
     spec = get_backbone(P.rf_pretrainedModel)
-    refined = P.classifier != "svm"
-    config_key = model_config_key(split, refined)
-    meta = model_io.describe(P.rf_pretrainedModel, P.rf_inputResolution, labels, refined, P.rf_pretrainedWeights, config_key)
+    refined = provenance.is_refined(params)
+    meta = model_io.describe(P.rf_pretrainedModel, P.rf_inputResolution, P.rf_pretrainedWeights,
+                             provenance.record("model", params, paths), labels=split["labels"] if refined else None)
 
     with Tracker.for_script(P, paths, "2_refineDNN") as tracker:
-        previous = up_to_date_meta(config_key)
+        previous = model_io.up_to_date(paths, params)
         if previous:
             print(f"{paths.model_meta} is up to date for these parameters; nothing to do")
             for record in previous.get("history", []):  # this run's history gets the curves too
                 tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
         elif not refined:
-            build_classifier(P.rf_pretrainedModel, len(labels), P.rf_inputResolution, P.rf_pretrainedWeights)  # fails early
+            build_classifier(P.rf_pretrainedModel, 1, meta["input_size"], P.rf_pretrainedWeights)  # fails early
             model_io.save_fixed(paths.model_meta, meta)
-            print(f"classifier='svm': {spec.name} from {spec.weight_source} is used as it is, without refinement; "
-                  f"wrote {paths.model_meta}")
+            print(f"classifier='svm': {spec.name} from {spec.weight_source} is used as it is at {meta['input_size']} px, "
+                  f"without refinement; wrote {paths.model_meta}")
         else:
-            fine_tune(split, spec, config_key, meta, tracker)  # logs each epoch as it ends
+            fine_tune(P, paths, split, meta, tracker)  # logs each epoch as it ends
         if refined:
             tracker.log_artifacts(paths.refine_plot)
 
 
-def model_config_key(split, refined):
-    """What the prepared model depends on: for a fixed backbone its weights and resolution, for a refined one
-    every rf_ parameter (but the device), the seed and the split."""
-    if not refined:
-        return text_digest([False, [P.rf_pretrainedModel, P.rf_pretrainedWeights, P.rf_inputResolution], split["labels"]])
-    rf_params = {k: v for k, v in vars(P).items() if k.startswith("rf_") and k not in ("rf_device", "rf_numWorkers")}
-    return text_digest([True, rf_params, P.randomSeed, split["train"], split["test"]])
-
-
-def up_to_date_meta(config_key):
-    try:
-        previous = model_io.load_meta(paths.model_meta)
-    except FileNotFoundError:
-        return None
-    return previous if previous.get("config_key") == config_key else None
-
-
-def fine_tune(split, spec, config_key, meta, tracker):
-    labels = split["labels"]
-    model = build_classifier(P.rf_pretrainedModel, len(labels), P.rf_inputResolution, P.rf_pretrainedWeights, P.rf_dropoutRate)
+def fine_tune(P, paths, split, meta, tracker):
+    labels, size = split["labels"], meta["input_size"]
+    model = build_classifier(P.rf_pretrainedModel, len(labels), size, P.rf_pretrainedWeights, P.rf_dropoutRate)
     config = refine.RefineConfig(
-        input_size=P.rf_inputResolution, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
+        input_size=size, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
         momentum=P.rf_momentumPerMb, weight_decay=P.rf_l2RegWeight, batch_size=P.rf_mbSize,
         freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet,
         max_train_images=P.rf_maxTrainImages, device=P.rf_device, num_workers=P.rf_numWorkers, seed=P.randomSeed)
     device = refine.resolve_device(P.rf_device)
-    print(f"refining {spec.name} ({len(split['train'])} training images, {len(labels)} classes) for {P.rf_maxEpochs} "
-          f"epoch(s) on {device}{' with mixed precision' if device.type == 'cuda' else ''}")
+    print(f"refining {P.rf_pretrainedModel} at {size} px ({len(split['train'])} training images, {len(labels)} classes) "
+          f"for {P.rf_maxEpochs} epoch(s) on {device}{' with mixed precision' if device.type == 'cuda' else ''}")
     to_items = lambda rows: [(paths.images / rel, label) for rel, label in rows]  # noqa: E731
     log_epoch = lambda record: tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])  # noqa: E731
     history = refine.refine(model, to_items(split["train"]), to_items(split["test"]), config,
-                            checkpoint_path=paths.checkpoint, config_key=config_key, on_epoch=log_epoch)
+                            checkpoint_path=paths.checkpoint, config_key=provenance.step_key(vars(P), "model", paths),
+                            on_epoch=log_epoch)
     save_figure(paths.refine_plot, plots.refine_errors(history))
     model_io.save_refined(paths.model_meta, paths.model_weights, model, {**meta, "history": history})
     paths.checkpoint.unlink(missing_ok=True)
     print(f"wrote {paths.model_weights}, {paths.model_meta} and {paths.refine_plot}")
 
 
-settings.run(main)
+if __name__ == "__main__":
+    settings.run(main)

@@ -1,6 +1,6 @@
 """Step 6: call the running web service with an image, in the original sample's JSON format.
 
-Posts the image N times, then prints the label, the score, the server's own time and the round-trip latency
+Posts the image N times, then prints the label, its probability, the server's own time and the round-trip latency
 percentiles. Without IMAGE it sends the first test image of datasetName.
 
     python scripts/6_callWebservice.py --url http://127.0.0.1:5000/score [--key KEY] [-n 5] [IMAGE]
@@ -13,7 +13,7 @@ import numpy as np
 import requests
 
 import PARAMETERS
-from libraries import settings
+from libraries import layout, settings
 from libraries.artifacts import load_json
 from libraries.errors import UserError
 from libraries.service import wait_for_health
@@ -27,12 +27,9 @@ def add_arguments(parser):
     parser.add_argument("--wait", type=float, default=0, help="seconds to wait for the service to come up")
 
 
-P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
-paths = settings.dataset_paths(P)
-
-
 def main():
-    image = Path(args.image) if args.image else first_test_image()
+    P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
+    image = Path(args.image) if args.image else first_test_image(layout.dataset_paths(P))
     if not image.is_file():
         raise UserError(f"{image} is not a file")
     body = {"input_df": [{"image base64 string": base64.b64encode(image.read_bytes()).decode("ascii")}]}
@@ -53,17 +50,18 @@ def main():
             raise UserError(f"the service answered HTTP {response.status_code}: {response.text[:300]}")
         answer = response.json()
     print(f"image: {image}")
-    print(f"label: {answer['label']}, score: {answer['score']:.4f}")
-    print("all scores: " + ", ".join(f"{k} {v:.4f}" for k, v in answer["allScores"].items()))
+    print(f"label: {answer['label']}, probability: {answer['score']:.4f}")
+    print("probabilities: " + ", ".join(f"{k} {v:.4f}" for k, v in answer["allScores"].items()))
     print(f"server time: {answer['executionTimeMs']:.1f} ms; round trip over {len(latencies)} call(s): "
           f"p50 {np.percentile(latencies, 50):.1f} ms, p90 {np.percentile(latencies, 90):.1f} ms, "
           f"p99 {np.percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms")
 
 
-def first_test_image() -> Path:
+def first_test_image(paths) -> Path:
     if not paths.split.is_file():
         raise UserError("give an IMAGE, or run scripts 1-5 so that the test set's first image can be sent")
     return paths.images / load_json(paths.split)["test"][0][0]
 
 
-settings.run(main)
+if __name__ == "__main__":
+    settings.run(main)

@@ -1,8 +1,9 @@
-"""The web service's entry point (the original sample's name), for gunicorn: ``gunicorn --chdir scripts deploymain:app``.
+"""The web service's entry point (the original sample's name), for gunicorn: ``gunicorn -c aml_config/gunicorn.conf.py``
+(``make serve``) serves ``deploymain:app`` with the settings in that file.
 
 Configured by the environment: MODEL_DIR (default: DATA_DIR/proc/<datasetName>/ from PARAMETERS.py), API_KEY
-(an optional bearer key for /score), MAX_BYTES, MAX_PIXELS, SCORE_THREADS. ``python scripts/deploymain.py``
-runs Flask's own development server instead.
+(an optional bearer key for /score), MAX_BYTES, MAX_PIXELS, MAX_IMAGES, SCORE_THREADS; all in
+aml_config/service.env. ``python scripts/deploymain.py`` runs Flask's own development server instead, on 127.0.0.1.
 """
 import os
 
@@ -10,8 +11,9 @@ from libraries.service import app_from_env
 
 if not os.environ.get("MODEL_DIR"):
     import PARAMETERS
+    from libraries.layout import DatasetPaths
 
-    os.environ["MODEL_DIR"] = os.path.join(PARAMETERS.DATA_DIR, "proc", PARAMETERS.datasetName)
+    os.environ["MODEL_DIR"] = str(DatasetPaths(PARAMETERS.DATA_DIR, PARAMETERS.datasetName).bundle)
 
 app = app_from_env()
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import PARAMETERS
-from libraries import settings, sweep
+from libraries import layout, settings, sweep
 from libraries.artifacts import atomic_path, load_json
 
 SCRIPTS = ["1_prepareData.py", "2_refineDNN.py", "3_runDNN.py", "4_trainSVM.py", "5_evaluate.py"]
@@ -23,11 +23,9 @@ def add_arguments(parser):
                         help="a parameter and the values to try; repeatable, the grid is their product")
 
 
-P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
-paths = settings.dataset_paths(P)
-
-
 def main():
+    P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
+    paths = layout.dataset_paths(P)
     defaults, _ = settings.module_parameters(PARAMETERS)
     grid = sweep.parse_grid(args.grid, defaults)
     if not grid:
@@ -36,12 +34,11 @@ def main():
     all_points = sweep.points(grid)
     for point in all_points:  # check every point before the first run starts
         settings.load(PARAMETERS, args.set + [f"{k}={v!r}" for k, v in point.items()])
-    log_dir = paths.proc / "sweep"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    paths.sweep.mkdir(parents=True, exist_ok=True)
     rows = []
     for number, point in enumerate(all_points, 1):
         print(f"[{number}/{len(all_points)}] " + ", ".join(f"{k}={v!r}" for k, v in point.items()), flush=True)
-        rows.append(run_point(point, common, log_dir / f"point{number}.log"))
+        rows.append(run_point(point, common, paths.sweep_log(number)))
     names = list(grid)
     ranked = sweep.rank(rows)
     print()
@@ -51,16 +48,16 @@ def main():
         print("\nbest by cross-validated accuracy on the training split: "
               + ", ".join(f"{k}={v!r}" for k, v in best["point"].items())
               + f" ({100 * best['cv_accuracy']:.2f}%); test accuracy is shown for information only")
-    with atomic_path(log_dir / "results.tsv") as tmp:
+    with atomic_path(paths.sweep_results) as tmp:
         tmp.write_text(sweep.table(ranked, names) + "\n", encoding="utf-8")
 
 
 def run_point(point, common, log_path):
     row = {"point": point, "status": "ok"}
     sets = common + sweep.as_set_arguments(point)
-    values = settings.load(PARAMETERS, [s for s in sets if s != "--set"])
-    proc = settings.dataset_paths(values).proc
-    run_file = proc / "mlflow_run.json"
+    values = settings.load(PARAMETERS, sweep.set_values(sets))
+    paths = layout.dataset_paths(values)
+    run_file = paths.mlflow_run
     run_file.unlink(missing_ok=True)  # so that a point whose tracking failed shows no other point's run
     with open(log_path, "w", encoding="utf-8") as log:
         for script in SCRIPTS:
@@ -69,14 +66,15 @@ def run_point(point, common, log_path):
                 row["status"] = "failed"
                 print(f"  {script} failed (exit {done.returncode}); see {log_path}")
                 return row
-    metrics = load_json(proc / "metrics.json")
+    metrics = load_json(paths.metrics)
     row["test_accuracy"] = metrics["overall_accuracy"]
     row["class_averaged"] = metrics["class_averaged_accuracy"]
     if values.classifier != "dnn":
-        row["cv_accuracy"] = max(r["cv_accuracy"] for r in load_json(proc / "svm.json")["cv_table"])
+        row["cv_accuracy"] = max(r["cv_accuracy"] for r in load_json(paths.svm_meta)["cv_table"])
     row["run_id"] = load_json(run_file)["run_id"] if values.track_boMlflow and run_file.is_file() else None
     print(f"  CV accuracy {row.get('cv_accuracy', float('nan')):.4f}, test accuracy {row['test_accuracy']:.4f}")
     return row
 
 
-settings.run(main)
+if __name__ == "__main__":
+    settings.run(main)

@@ -79,3 +79,38 @@ def chromium():
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     yield driver
     driver.quit()
+
+
+def fake_evaluation(data_dir: Path, counts: dict[str, int], dataset: str = "toy", size: int = 48):
+    """A DATA_DIR as scripts 1-5 leave it, made in a second: a real split, features (random vectors), a calibrated
+    SVM trained on them, and the evaluation of the test images, each artifact with its provenance."""
+    import PARAMETERS
+    from libraries import evaluation, featurize, layout, provenance, results, scoring, settings, svm
+    from libraries.artifacts import save_json
+    from libraries.dataset import find_classes, make_split
+
+    P = settings.load(PARAMETERS, [f"datasetName={dataset}", f"DATA_DIR={str(data_dir)!r}", "ratioTrainTest=0.5"])
+    params, paths = vars(P), layout.dataset_paths(P)
+    make_dataset(paths.images, counts, size=size)
+    classes, _ = find_classes(paths.images)
+    split, _ = make_split(classes, paths.images, 0.5, seed=0)
+    split["provenance"] = provenance.record("split", params, paths)
+    save_json(paths.split, split)
+    save_json(paths.model_meta, {"refined": False, "provenance": provenance.record("model", params, paths)})
+    rows = [(p, l, "train") for p, l in split["train"]] + [(p, l, "test") for p, l in split["test"]]
+    rng = np.random.default_rng(0)
+    labels = np.array([l for _, l, _ in rows])
+    features = (rng.normal(0, 1, (len(rows), 8)) + 1.5 * np.eye(8)[labels]).astype(np.float32)
+    featurize.save_features(paths.features, features, [p for p, _, _ in rows], labels, [s for _, _, s in rows], "fake",
+                            provenance.record("features", params, paths))
+    subset = np.array([s for _, _, s in rows])
+    model, table = svm.train(features, labels, subset, len(split["labels"]), [1.0], folds=2)
+    svm.save(paths.svm, paths.svm_meta, model, table, True, split["labels"], provenance.record("svm", params, paths),
+             int((subset == "train").sum()))
+    test = subset == "test"
+    probabilities, raw = scoring.score(features[test], scoring.svm_head(model, True))
+    metrics = evaluation.compute_metrics(labels[test], probabilities, split["labels"], "svm")
+    metrics.update({"score": scoring.SCORE_MEANING["svm"], "backbone": "efficientnet_lite0", "input_size": 224,
+                    "refined": False, "svm_C": 1.0, "provenance": provenance.record("evaluation", params, paths)})
+    results.save(paths, np.array([p for p, _, s in rows if s == "test"]), labels[test], probabilities, raw, metrics)
+    return paths

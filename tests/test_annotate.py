@@ -78,14 +78,13 @@ def test_bad_changes_are_refused(dataset):
 
 
 def test_results_filter_and_order(tmp_path):
-    scores = np.array([[2.0, -2.0], [-1.0, 1.0], [0.1, -0.1], [-3.0, 3.0]], np.float32)
-    save_npz(tmp_path / "s.npz", paths=np.array(["a", "b", "c", "d"]), labels=np.array([0, 0, 1, 1]), scores=scores)
-    rows = results.load(tmp_path / "s.npz", ["x", "y"], "svm")
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.55, 0.45], [0.05, 0.95]], np.float32)
+    save_npz(tmp_path / "s.npz", paths=np.array(["a", "b", "c", "d"]), labels=np.array([0, 0, 1, 1]),
+             probabilities=probabilities, raw_scores=np.log(probabilities))
+    rows = results.load(tmp_path / "s.npz", ["x", "y"])
     assert [r["correct"] for r in rows] == [True, False, False, True]
-    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-6
+    assert rows[1]["confidence"] == pytest.approx(0.8) and rows[0]["probabilities"] == pytest.approx({"x": 0.9, "y": 0.1})
     wrong = results.select(rows, only_wrong=True, worst_first=True)
     assert [r["path"] for r in wrong] == ["b", "c"]  # b is the more confident mistake
     ordered = results.select(rows, worst_first=True)
     assert [r["path"] for r in ordered] == ["b", "c", "a", "d"]  # then the least confident correct ones
-    dnn = results.load(tmp_path / "s.npz", ["x", "y"], "dnn")
-    assert dnn[0]["probabilities"]["x"] == 2.0  # a dnn's scores are probabilities already

@@ -67,6 +67,16 @@ def test_bad_weights_file_is_named(tmp_path):
         build_classifier("resnet18", 2, 64, weights=str(tmp_path / "junk.pth"))
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_entry_builds_its_architecture_without_weights_at_its_native_size(name):
+    spec = BACKBONES[name]
+    assert spec.resolve_input_size(None) == spec.input_size and spec.resolve_input_size(96) == 96
+    model = build_classifier(name, num_classes=2, input_size=None, pretrained=False).eval()
+    with torch.inference_mode():
+        features = model.features(torch.zeros(1, spec.input_size, spec.input_size, 3, dtype=torch.uint8))
+    assert features.shape == (1, spec.feature_dim)
+
+
 def test_unknown_backbone():
     with pytest.raises(BackboneError, match="unknown backbone 'vgg'"):
         backbones.get_backbone("vgg")

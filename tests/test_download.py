@@ -87,7 +87,8 @@ def test_download_all_sorts_outcomes(tmp_path, server):
     assert by_url["gone.jpg"].reason.startswith("connection error")
     big = read_image(by_url["big.png"].path)
     assert max(big.shape[:2]) == 200  # shrunk to the longest side
-    assert not (tmp_path / download.PARTIAL_DIR).exists()  # nothing partial left behind
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []  # nothing partial or temporary left behind
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [download.file_name_for(f"{base}/b.jpg")]
     summary = download.summarize(results)
     assert "downloaded: 3, skipped (already there): 0, failed: 5" in summary

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from libraries import featurize, presets
+from libraries import featurize, onnx_export, presets
 from libraries.backbones import FeatureExtractor, build_classifier
 
 from conftest import make_dataset
@@ -52,7 +52,7 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path, extractor):
 def test_onnxruntime_matches_torch(tmp_path, extractor):
     make_dataset(tmp_path, {"a": 4})
     batch = np.stack([featurize.load_and_preprocess(p, SIZE) for p in sorted((tmp_path / "a").iterdir())])
-    featurize.export_onnx(extractor, tmp_path / "f.onnx", SIZE)
+    onnx_export.export_onnx(extractor, tmp_path / "f.onnx", SIZE)
     ort_out = featurize.OnnxEngine(tmp_path / "f.onnx")(batch)
     torch_out = featurize.TorchEngine(extractor)(batch)
     np.testing.assert_allclose(ort_out, torch_out, atol=1e-4)
@@ -100,9 +100,39 @@ def test_train_transform_output():
     assert isinstance(out, torch.Tensor) and out.shape == (48, 48, 3) and out.dtype == torch.uint8
 
 
-def test_engine_choice_on_cpu():
-    assert featurize.choose_engine("auto") == ("cuda" if torch.cuda.is_available() else "onnxruntime")
-    assert featurize.choose_engine("torch") in ("cpu", "cuda")
+@pytest.mark.parametrize("requested, cuda, onnxruntime, expected", [
+    ("auto", False, True, "onnxruntime"),
+    ("auto", True, True, "cuda"),
+    ("auto", False, False, "cpu"),
+    ("torch", False, True, "cpu"),
+    ("torch", True, True, "cuda"),
+    ("onnxruntime", True, True, "onnxruntime"),
+])
+def test_engine_choice(monkeypatch, requested, cuda, onnxruntime, expected):
+    import builtins
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "onnxruntime" and not onnxruntime:
+            raise ImportError("no onnxruntime")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    assert featurize.choose_engine(requested) == expected
+
+
+def test_onnxruntime_asked_for_but_missing_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from libraries.errors import BadParameter
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "onnxruntime" else real_import(name, *a, **k))
+    with pytest.raises(BadParameter, match="run_engine='onnxruntime' but onnxruntime is not installed"):
+        featurize.choose_engine("onnxruntime")
 
 
 def test_an_interrupted_featurization_keeps_finished_batches(tmp_path, extractor):

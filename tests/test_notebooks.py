@@ -1,42 +1,33 @@
 """The notebooks' widgets driven from plain Python, the HTML report, and all three notebooks executed headless."""
+import html
 import os
 
 import nbformat
-import numpy as np
 import pytest
 from nbclient import NotebookClient
 
 from libraries import annotate, report, results
-from libraries.artifacts import load_json, save_json, save_npz
-from libraries.dataset import find_classes, make_split
+from libraries.artifacts import load_json
+from libraries.errors import StaleArtifact
 
-from conftest import REPO, make_dataset, run_script
+from conftest import REPO, fake_evaluation, make_dataset, run_script
 
 FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.1,1]", "run_mbSize=8", "track_boMlflow=False"]
 
 
 @pytest.fixture
 def evaluated(tmp_path):
-    """A DATA_DIR with a fake evaluation: split, test scores and metrics, as script 5 leaves them."""
-    images = make_dataset(tmp_path / "images" / "toy", {"cat": 4, "dog": 4}, size=48)
-    proc = tmp_path / "proc" / "toy"
-    classes, _ = find_classes(images)
-    split, _ = make_split(classes, images, 0.5, seed=0)
-    save_json(proc / "split.json", split)
-    test = split["test"]
-    scores = np.array([[1.0, -1.0], [-0.5, 0.5], [2.0, -2.0], [-1.0, 1.0]], np.float32)[: len(test)]
-    save_npz(proc / "test_scores.npz", paths=np.array([p for p, _ in test]), labels=np.array([l for _, l in test]), scores=scores)
-    from libraries.evaluation import compute_metrics
-
-    save_json(proc / "metrics.json", compute_metrics(np.array([l for _, l in test]), scores, split["labels"], "svm"))
-    return tmp_path, images, proc
+    """A DATA_DIR with an evaluation as scripts 1-5 leave it (fake features, real formats and provenance)."""
+    paths = fake_evaluation(tmp_path, {"cat": 4, "dog": 4})
+    return tmp_path, paths.images, paths
 
 
 def test_image_browser_dropdown_relabels(evaluated):
     from libraries.widgets import ImageBrowser
 
-    _, images, proc = evaluated
-    browser = ImageBrowser(images, proc / "split.json", proc / "log.jsonl", subset="train", per_page=3)
+    _, images, paths = evaluated
+    proc = paths.proc
+    browser = ImageBrowser(images, paths.split, proc / "log.jsonl", subset="train", per_page=3)
     assert browser.position.value.startswith("page 1 of 2")
     card, dropdown, _ = browser.cards[0]
     rel = browser.items()[0][0]
@@ -54,34 +45,64 @@ def test_image_browser_dropdown_relabels(evaluated):
 def test_result_browser_steps_through_mistakes(evaluated):
     from libraries.widgets import ResultBrowser
 
-    _, images, proc = evaluated
-    rb = ResultBrowser(proc, images, only_wrong=True)
-    assert all(not r["correct"] for r in rb.selection())
-    rb.only_wrong.value = False
-    assert len(rb.selection()) == len(load_json(proc / "split.json")["test"])
+    _, images, paths = evaluated
+    rb = ResultBrowser(paths, only_wrong=False)
+    assert len(rb.selection()) == len(load_json(paths.split)["test"])
     rb.next.click()
     assert rb.index == 1 and "true:" in rb.text.value and "%" in rb.bars.value
+    rb.only_wrong.value = True
+    assert all(not r["correct"] for r in rb.selection())
+
+
+def test_results_of_a_changed_split_are_refused(evaluated):
+    _, images, paths = evaluated
+    rel = load_json(paths.split)["train"][0][0]
+    annotate.exclude(images, paths.split, paths.annotation_log, rel)  # split.json changes: the features are stale
+    with pytest.raises(StaleArtifact, match="features.npz changed after it was made|rerun"):
+        results.load_for(paths)
+
+
+def test_labels_are_escaped_in_every_page(tmp_path):
+    """A label or file name that is HTML stays text in the report and the result browser."""
+    from libraries.widgets import ResultBrowser
+
+    hostile = "<script>alert(1)</script>"
+    folder = "<img src=x onerror=alert(2)>"
+    paths = fake_evaluation(tmp_path, {folder: 4, "plain": 4})
+    # a label that cannot be a folder name (it has a slash), as a URL list could give
+    paths.metrics.write_text(paths.metrics.read_text(encoding="utf-8").replace(folder, hostile), encoding="utf-8")
+    page = report.render(paths)
+    assert hostile not in page and folder not in page
+    assert f"<td>{html.escape(hostile)}</td>" in page
+    rb = ResultBrowser(paths)
+    shown = rb.text.value + rb.bars.value
+    assert hostile not in shown and folder not in shown
+    assert html.escape(hostile) in rb.bars.value
+    first = rb.selection()[0]
+    assert html.escape(first["path"]) in rb.text.value
 
 
 def test_report_is_self_contained_and_shows_metrics(evaluated):
-    _, images, proc = evaluated
-    path = report.write(proc, images)
+    _, images, paths = evaluated
+    path = report.write(paths)
     page = path.read_text()
-    metrics = load_json(proc / "metrics.json")
+    metrics = load_json(paths.metrics)
     assert f"{100 * metrics['overall_accuracy']:.2f}%" in page
+    assert "calibrated probability" in page and "sum to 1" in page
     assert "src=\"http" not in page and "href=\"http" not in page  # everything inlined
-    wrong = sum(1 for r in results.load_for(proc) if not r["correct"])
+    wrong = sum(1 for r in results.load_for(paths) if not r["correct"])
     assert page.count("<figure>") == wrong and page.count("data:image/jpeg;base64,") == wrong
 
 
 def test_report_renders_in_headless_chromium(evaluated, chromium):
     from selenium.webdriver.common.by import By
 
-    _, images, proc = evaluated
-    path = report.write(proc, images)
+    _, images, paths = evaluated
+    path = report.write(paths)
     chromium.get(path.as_uri())
     summary = chromium.find_element(By.ID, "summary").text
-    metrics = load_json(proc / "metrics.json")
+    assert "calibrated probabilit" in chromium.find_element(By.ID, "score-scale").text
+    metrics = load_json(paths.metrics)
     assert "overall accuracy" in summary and f"{100 * metrics['overall_accuracy']:.2f}%" in summary
     loaded = chromium.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert loaded and all(loaded)

@@ -49,32 +49,35 @@ def proc(data_dir):
 
 
 def assert_deployed_model_matches_pipeline(data_dir, kind):
-    """model.onnx in onnxruntime gives script 5's test scores, and the same DeployedModel in torch, within 1e-4."""
-    import onnxruntime as ort
-
-    from libraries import export, model_io
+    """The bundle, read as the service reads it, gives script 5's test probabilities, and so does the torch
+    DeployedModel, within 1e-4; they sum to 1."""
+    from libraries import bundle, export, layout
     from libraries.artifacts import load_npz
     from libraries.featurize import load_and_preprocess
+    from libraries.model_io import load_model
 
     folder = proc(data_dir)
-    deploy = json.loads((folder / "deploy.json").read_text())
-    assert deploy["classifier"] == kind and json.loads((folder / "labels.json").read_text()) == deploy["labels"]
+    deployed = bundle.read(folder)
+    assert deployed.meta["classifier"] == kind and deployed.labels == json.loads((folder / "split.json").read_text())["labels"]
     expected = load_npz(folder / "test_scores.npz")
-    batch = np.stack([load_and_preprocess(data_dir / "images" / "toy" / p, deploy["input_size"]) for p in expected["paths"]])
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_scores = np.concatenate([session.run(None, {"input": batch[i:i + 3]})[0] for i in range(0, len(batch), 3)])
-    np.testing.assert_allclose(onnx_scores, expected["scores"], atol=1e-4)
-    classifier, _ = model_io.load_model(folder / "model.json")
-    if kind == "dnn":
-        deployed = export.DeployedModel(classifier, "dnn")
-    else:
-        svm_model = load_npz(folder / "svm.npz")
-        deployed = export.DeployedModel(classifier, kind, svm_model["coef"], svm_model["intercept"])
+    batch = np.stack([load_and_preprocess(data_dir / "images" / "toy" / p, deployed.input_size) for p in expected["paths"]])
+    onnx_probabilities = np.concatenate([deployed.run(batch[i:i + 3])[0] for i in range(0, len(batch), 3)])
+    np.testing.assert_allclose(onnx_probabilities, expected["probabilities"], atol=1e-4)
+    np.testing.assert_allclose(onnx_probabilities.sum(axis=1), 1.0, atol=1e-5)
+    paths = layout.DatasetPaths(data_dir, "toy")
+    classifier, _ = load_model(paths.model_meta)
     with torch.inference_mode():
-        torch_scores = deployed.eval()(torch.from_numpy(batch)).numpy()
-    np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
-    if kind == "dnn":
-        np.testing.assert_allclose(onnx_scores.sum(axis=1), 1.0, atol=1e-5)
+        torch_probabilities, _ = export.DeployedModel(classifier, export.load_head(paths, kind))(torch.from_numpy(batch))
+    np.testing.assert_allclose(onnx_probabilities, torch_probabilities.numpy(), atol=1e-4)
+
+
+def assert_refused(result, *fragments):
+    """One line on stderr, exit 1, no traceback, naming what to rerun."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.slow
@@ -98,11 +101,12 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     assert len(used) == 1 + 14 + 14 + 3 + 3
 
     out = run_script("2_refineDNN.py", tmp_path, *FAST).stdout
-    assert "used as it is, without refinement" in out
+    assert "used as it is at 64 px, without refinement" in out
     out = run_script("3_runDNN.py", tmp_path, *FAST).stdout
     assert "engine: onnxruntime" in out and "vectors of 1280 numbers" in out
     out = run_script("4_trainSVM.py", tmp_path, *FAST).stdout
-    assert "<- chosen" in out and "training split only" in out
+    assert "<- chosen" in out and "training split only" in out and "Platt scaling" in out
+    assert "class 'checker' has fewer than 2 training images" in out
     out = run_script("5_evaluate.py", tmp_path, *FAST).stdout
     assert "overall accuracy" in out and "class-averaged accuracy" in out
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
@@ -110,7 +114,7 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     assert metrics["per_class_accuracy"]["checker"] is None
     for name in ("roc.png", "confusion_matrix.png", "svm_cv_accuracy.png", "svm.npz", "svm.json", "features.npz", "labels.json"):
         assert (proc(tmp_path) / name).stat().st_size > 0
-    assert "exported the deployable model" in out
+    assert "exported the deployable bundle" in out
     assert_deployed_model_matches_pipeline(tmp_path, "svm")
 
     # step 6: the exported model behind gunicorn, called with the first test image, as `make demo` does
@@ -124,8 +128,10 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     first_test = split["test"][0][0]
     assert f"image: {images / first_test}" in result.stdout
     scores = np.load(proc(tmp_path) / "test_scores.npz")
-    predicted = split["labels"][int(scores["scores"][list(scores["paths"]).index(first_test)].argmax())]
-    assert f"label: {predicted}," in result.stdout  # the service says what script 5 predicted
+    probabilities = scores["probabilities"][list(scores["paths"]).index(first_test)]
+    predicted = split["labels"][int(probabilities.argmax())]
+    # the service says what script 5 predicted, with the same probability
+    assert f"label: {predicted}, probability: {probabilities.max():.4f}" in result.stdout
     features = np.load(proc(tmp_path) / "features.npz")
     assert features["features"].shape == (len(split["train"]) + len(split["test"]), 1280)
 
@@ -136,13 +142,18 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     run_script("5_evaluate.py", tmp_path, *FAST)
     assert json.loads((proc(tmp_path) / "metrics.json").read_text()) == metrics
 
-    # adding two images featurizes only those two
-    for i in range(2):
+    # adding images keeps every old image on its side, and featurizes only the new ones
+    for i in range(8):
         pattern_image("horizontal", 500 + i, 96).save(images / "horizontal" / f"new_{i}.jpg")
     run_script("1_prepareData.py", tmp_path, *FAST)
+    grown = json.loads((proc(tmp_path) / "split.json").read_text())
+    assert {p for p, _ in split["test"]} <= {p for p, _ in grown["test"]}
+    assert {p for p, _ in split["train"]} <= {p for p, _ in grown["train"]}
+    new_test = {p for p, _ in grown["test"]} - {p for p, _ in split["test"]}
+    assert len(new_test) == 2 and all(p.startswith("horizontal/new_") for p in new_test)  # 8 new at 0.75/0.25
     err = run_script("3_runDNN.py", tmp_path, *FAST).stderr
     total = len(split["train"]) + len(split["test"])
-    assert f"featurizing ({total} cached)" in err and "2/2" in err
+    assert f"featurizing ({total} cached)" in err and "8/8" in err
 
 
 @pytest.mark.slow
@@ -234,3 +245,58 @@ def test_later_step_without_earlier_one_says_which_to_run(tmp_path):
     make_dataset(tmp_path / "images" / "toy", {"a": 3, "b": 3})
     result = run_script("3_runDNN.py", tmp_path, "datasetName=toy", check=False)
     assert result.returncode == 1 and "run scripts/1_prepareData.py first" in result.stderr
+
+
+@pytest.mark.slow
+def test_stale_artifacts_are_refused_never_used(tmp_path):
+    """Each way a newcomer mixes old and new artifacts ends in one line naming the script to rerun, or in correct
+    results; never in wrong ones."""
+    import torchvision.models as tvm
+
+    images = make_dataset(tmp_path / "images" / "toy", {"horizontal": 10, "vertical": 10}, size=64)
+    for script in ("1_prepareData.py", "2_refineDNN.py", "3_runDNN.py", "4_trainSVM.py", "5_evaluate.py"):
+        run_script(script, tmp_path, *FAST)
+    metrics = (proc(tmp_path) / "metrics.json").read_text()
+
+    # svmDnnRefined on an unrefined model: an error that says to refine first
+    refined = FAST + ["classifier=svmDnnRefined"]
+    for script in ("3_runDNN.py", "4_trainSVM.py", "5_evaluate.py"):
+        assert_refused(run_script(script, tmp_path, *refined, check=False),
+                       "classifier='svmDnnRefined' needs a refined DNN", "scripts/2_refineDNN.py")
+    assert (proc(tmp_path) / "metrics.json").read_text() == metrics  # nothing was written
+
+    # a changed ratioTrainTest given to script 5 alone, then to scripts 1 and 5
+    assert_refused(run_script("5_evaluate.py", tmp_path, *FAST, "ratioTrainTest=0.5", check=False),
+                   "split.json was made with ratioTrainTest=0.75, but ratioTrainTest is 0.5 now", "scripts/1_prepareData.py")
+    run_script("1_prepareData.py", tmp_path, *FAST, "ratioTrainTest=0.5")
+    assert_refused(run_script("5_evaluate.py", tmp_path, *FAST, "ratioTrainTest=0.5", check=False),
+                   "features.npz is out of date: split.json changed", "rerun scripts/3_runDNN.py")
+    run_script("1_prepareData.py", tmp_path, *FAST)  # back to 0.75: the same split as before, bit for bit
+    assert "overall accuracy" in run_script("5_evaluate.py", tmp_path, *FAST).stdout
+
+    # another backbone in script 2, then script 5 without script 3
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    resnet = FAST + ["rf_pretrainedModel=resnet18", f"rf_pretrainedWeights='{tmp_path / 'resnet18.pth'}'"]
+    run_script("2_refineDNN.py", tmp_path, *resnet)
+    assert_refused(run_script("5_evaluate.py", tmp_path, *resnet, check=False),
+                   "features.npz is out of date: model.json changed", "rerun scripts/3_runDNN.py")
+    assert_refused(run_script("5_evaluate.py", tmp_path, *FAST, check=False),
+                   "model.json was made with rf_pretrainedModel='resnet18', but rf_pretrainedModel is 'efficientnet_lite0' now",
+                   "rerun scripts/2_refineDNN.py")
+    run_script("2_refineDNN.py", tmp_path, *FAST)
+
+    # a third class, then scripts 1, 4 and 5 without 3: refused until 3 runs; then the bundle has three labels
+    make_dataset(images, {"horizontal": 0, "vertical": 0, "checker": 10}, size=64)
+    run_script("1_prepareData.py", tmp_path, *FAST)
+    for script in ("4_trainSVM.py", "5_evaluate.py"):
+        assert_refused(run_script(script, tmp_path, *FAST, check=False),
+                       "features.npz is out of date: split.json changed", "rerun scripts/3_runDNN.py")
+    for script in ("3_runDNN.py", "4_trainSVM.py"):
+        run_script(script, tmp_path, *FAST)
+    out = run_script("5_evaluate.py", tmp_path, *FAST).stdout
+    assert "checker" in out and " n/a" not in out.split("classifier:")[0]
+    metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
+    assert metrics["labels"] == ["checker", "horizontal", "vertical"] and metrics["per_class_accuracy"]["checker"] is not None
+    from libraries import bundle
+
+    assert bundle.read(proc(tmp_path)).labels == metrics["labels"]

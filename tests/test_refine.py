@@ -4,6 +4,7 @@ import torch
 
 from libraries import refine
 from libraries.backbones import build_classifier
+from libraries.errors import BadParameter
 
 from conftest import make_dataset
 
@@ -63,5 +64,5 @@ def test_frozen_backbone_does_not_change(tmp_path):
 def test_cuda_request_without_gpu_is_clear():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(RuntimeError, match="rf_device='cuda' but torch sees no CUDA GPU"):
+    with pytest.raises(BadParameter, match="rf_device='cuda' but torch sees no CUDA GPU"):
         refine.resolve_device("cuda")

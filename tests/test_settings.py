@@ -2,7 +2,8 @@ import pytest
 
 import PARAMETERS
 from libraries import settings
-from libraries.settings import SettingsError, apply_overrides, parse_value
+from libraries.errors import BadParameter, DatasetError
+from libraries.settings import apply_overrides, parse_value
 
 from conftest import run_script
 
@@ -57,7 +58,7 @@ def test_overrides_apply_and_check_types():
     ("datasetName", "expected name=value"),
 ])
 def test_bad_overrides_say_what_is_wrong(item, message):
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(BadParameter, match=message):
         apply_overrides(DEFAULTS, ANNOTATIONS, [item])
 
 
@@ -70,8 +71,29 @@ def test_bad_overrides_say_what_is_wrong(item, message):
     ({"rf_pretrainedModel": "vgg16"}, "rf_pretrainedModel must be one of"),
 ])
 def test_validate_refuses_impossible_values(changes, message):
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(BadParameter, match=message):
         settings.validate({**DEFAULTS, **changes}, backbone_names=["efficientnet_lite0", "resnet18"])
+
+
+@pytest.mark.parametrize("name", ["/abs/dir", "../images/x", "a/b", ".."])
+def test_a_dataset_name_that_is_a_path_is_refused(name):
+    with pytest.raises(DatasetError, match="is not a plain folder name"):
+        settings.validate({**DEFAULTS, "datasetName": name})
+
+
+def test_native_input_size_by_default():
+    assert DEFAULTS["rf_inputResolution"] is None
+    settings.validate({**DEFAULTS, "rf_inputResolution": None})
+    with pytest.raises(BadParameter, match="at least 32 pixels"):
+        settings.validate({**DEFAULTS, "rf_inputResolution": 16})
+
+
+@pytest.mark.parametrize("name", ["/abs/dir", "../images/x"])
+def test_script_refuses_a_path_as_dataset_name(tmp_path, name):
+    (tmp_path / "images" / "toy").mkdir(parents=True)
+    result = run_script("1_prepareData.py", tmp_path, f"datasetName={name}", check=False)
+    assert result.returncode == 2 and "is not a plain folder name" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "proc").exists()
 
 
 def test_script_stops_before_work_on_bad_set(tmp_path):

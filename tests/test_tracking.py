@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from libraries import sweep, tracking
-from libraries.settings import SettingsError
+from libraries.errors import BadParameter
 
 from conftest import make_dataset, run_script
 
@@ -62,9 +62,9 @@ def test_grid_parsing():
     assert grid == {"classifier": ["svm", "dnn"], "svm_CVals": [[0.1, 1], [10]], "rf_inputResolution": [224, 320]}
     assert len(sweep.points(grid)) == 8
     assert sweep.as_set_arguments({"classifier": "dnn", "svm_CVals": [0.1]}) == ["--set", "classifier='dnn'", "--set", "svm_CVals=[0.1]"]
-    with pytest.raises(SettingsError, match="not a parameter"):
+    with pytest.raises(BadParameter, match="not a parameter"):
         sweep.parse_grid(["nope=1,2"], known)
-    with pytest.raises(SettingsError, match="expected name=value1,value2"):
+    with pytest.raises(BadParameter, match="expected name=value1,value2"):
         sweep.parse_grid(["classifier"], known)
     assert sweep.split_values('a,"b,c",(1,2)') == ["a", '"b,c"', "(1,2)"]
 

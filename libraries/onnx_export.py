@@ -1,0 +1,21 @@
+"""Exporting a torch module that takes (B, S, S, 3) uint8 images to ONNX, the one way every ONNX file here is made."""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+from .artifacts import atomic_path
+
+
+def export_onnx(module, path: Path, input_size: int, output_names: tuple[str, ...] = ("output",), opset: int = 17) -> None:
+    """Export a (B, S, S, 3) uint8 -> (B, ...) float module to ONNX with a dynamic batch axis, atomically."""
+    import torch
+
+    dummy = torch.zeros(2, input_size, input_size, 3, dtype=torch.uint8)
+    axes = {"input": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
+    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["input"], output_names=list(output_names),
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)

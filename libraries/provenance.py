@@ -1,0 +1,176 @@
+"""What each artifact was made from, and the check that refuses a stale one.
+
+Every artifact of the pipeline records its *provenance*: the step that made it, the parameters of that step
+that change results, and the identity (a content digest) of each input artifact. A consumer checks the chain
+before use; a mismatch stops with one sentence that names the file, what changed and the script to rerun, so a
+model trained on yesterday's split or labels never answers today's question.
+
+The pipeline's steps and their inputs, in order::
+
+    split (1) -> model (2) -> features (3) -> svm (4) -> evaluation (5)
+                 (the split only when the DNN is refined)   (dnn: features + model)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import file_digest, load_json, text_digest
+from .errors import MissingArtifact, StaleArtifact
+from .layout import SCRIPTS, DatasetPaths
+
+# the parameters that do not change what a run computes, only how fast, where, or whether it is logged
+NOT_RESULT_PARAMETERS = ("rf_device", "rf_numWorkers", "run_engine", "run_mbSize", "track_boMlflow", "track_uri",
+                         "dl_numWorkers", "dl_timeoutSec", "dl_maxRetries")
+
+SPLIT_PARAMETERS = ("ratioTrainTest", "imagesSplitBy", "randomSeed")
+FIXED_MODEL_PARAMETERS = ("rf_pretrainedModel", "rf_pretrainedWeights", "rf_inputResolution")
+SVM_PARAMETERS = ("svm_boL2Normalize", "svm_CVals", "svm_cvFolds", "randomSeed")
+
+
+def result_parameters(params: dict) -> dict:
+    """Every parameter that can change a result (all but ``NOT_RESULT_PARAMETERS``)."""
+    return {k: v for k, v in params.items() if k not in NOT_RESULT_PARAMETERS}
+
+
+def is_refined(params: dict) -> bool:
+    return params["classifier"] != "svm"
+
+
+def step_parameters(params: dict, step: str) -> dict:
+    """The parameters that the artifacts of ``step`` depend on."""
+    if step == "split":
+        return {k: params[k] for k in SPLIT_PARAMETERS}
+    if step == "model":
+        chosen = {"refined": is_refined(params), **{k: params[k] for k in FIXED_MODEL_PARAMETERS}}
+        if chosen["refined"]:
+            chosen.update({k: v for k, v in result_parameters(params).items() if k.startswith("rf_")})
+            chosen["randomSeed"] = params["randomSeed"]
+        return chosen
+    if step == "features":
+        return {}
+    if step == "svm":
+        return {k: params[k] for k in SVM_PARAMETERS}
+    if step == "evaluation":
+        return {"classifier": params["classifier"]}
+    raise ValueError(f"unknown step {step!r}")
+
+
+def step_inputs(step: str, classifier: str) -> tuple[str, ...]:
+    """The steps whose artifacts ``step`` reads, for ``classifier``."""
+    refined = classifier != "svm"
+    return {"split": (), "model": ("split",) if refined else (), "features": ("split", "model"),
+            "svm": ("features",), "evaluation": ("features", "model" if classifier == "dnn" else "svm")}[step]
+
+
+def artifact(paths: DatasetPaths, step: str) -> Path:
+    """The file that carries a step's provenance (and identity)."""
+    return {"split": paths.split, "model": paths.model_meta, "features": paths.features, "svm": paths.svm_meta,
+            "evaluation": paths.metrics}[step]
+
+
+def identity(path: Path) -> str:
+    """The content digest of an artifact: the one an .npz records of itself, else the file's."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            if "content_digest" in data.files:
+                return str(data["content_digest"])
+    return file_digest(path)
+
+
+def content_digest(**arrays: np.ndarray) -> str:
+    """A digest of arrays' contents (for .npz files, whose bytes also hold write times)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        h.update(name.encode() + str(array.dtype).encode() + str(array.shape).encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def record(step: str, params: dict, paths: DatasetPaths, classifier: str | None = None) -> dict:
+    """The provenance of a ``step`` artifact made now, from ``params`` and the current input artifacts."""
+    classifier = classifier or params["classifier"]
+    return {"step": step, "parameters": step_parameters(params, step),
+            "inputs": {artifact(paths, s).name: identity(artifact(paths, s)) for s in step_inputs(step, classifier)}}
+
+
+def read(path: Path) -> dict | None:
+    """The provenance an artifact carries (JSON key or .npz member), or None."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["provenance"])) if "provenance" in data.files else None
+    found = load_json(path)
+    return found.get("provenance") if isinstance(found, dict) else None
+
+
+def _describe(name: str, value) -> str:
+    if name == "refined":
+        return "a refined DNN" if value else "the fixed pretrained DNN"
+    return f"{name}={value!r}"
+
+
+def check(paths: DatasetPaths, step: str, params: dict | None, classifier: str | None = None) -> dict:
+    """Refuse ``step``'s artifact unless it exists, was made with ``params`` (skipped when None) and from the
+    input artifacts on disk now. Returns its provenance."""
+    path, script = artifact(paths, step), SCRIPTS[step]
+    if not path.is_file():
+        raise MissingArtifact(f"{path} does not exist: run {script} first")
+    found = read(path)
+    if not found or found.get("step") != step:
+        raise StaleArtifact(f"{path} does not record what it was made from (an older version of this project "
+                            f"wrote it): rerun {script}")
+    if params is not None:
+        wanted = step_parameters(params, step)
+        recorded = found["parameters"]
+        if recorded.get("refined", False) != wanted.get("refined", False) and step == "model":
+            if wanted["refined"]:
+                raise StaleArtifact(f"classifier={params['classifier']!r} needs a refined DNN, but {path.name} holds the "
+                                    f"fixed pretrained one: refine first with {script} --set classifier={params['classifier']}")
+            raise StaleArtifact(f"{path.name} holds a refined DNN, but classifier='svm' uses the fixed pretrained one: "
+                                f"rerun {script}")
+        for name, value in wanted.items():
+            if name not in recorded or recorded[name] != value:
+                old = _describe(name, recorded[name]) if name in recorded else f"no {name}"
+                raise StaleArtifact(f"{path.name} was made with {old}, but {name} is {value!r} now: rerun {script}")
+    classifier = classifier or (params or {}).get("classifier") or found["parameters"].get("classifier", "svm")
+    for input_step in step_inputs(step, classifier):
+        input_path = artifact(paths, input_step)
+        if not input_path.is_file():
+            raise MissingArtifact(f"{input_path} does not exist: run {SCRIPTS[input_step]} first")
+        if found["inputs"].get(input_path.name) != identity(input_path):
+            raise StaleArtifact(f"{path.name} is out of date: {input_path.name} changed after it was made "
+                                f"({SCRIPTS[input_step]} ran again): rerun {script}")
+    return found
+
+
+def check_chain(paths: DatasetPaths, params: dict | None, upto: str, classifier: str | None = None) -> None:
+    """Check every artifact that ``upto``'s step reads, and theirs, back to the split: the first stale one
+    stops the run, naming the script to rerun from. ``params=None`` checks the inputs only (for readers that have
+    no parameters, such as the report), with ``classifier`` saying which chain."""
+    classifier = classifier or params["classifier"]
+    for step in ("split", "model", "features", "svm", "evaluation"):
+        if step == upto:
+            return
+        if step == "svm" and classifier == "dnn":
+            continue
+        check(paths, step, params, classifier)
+
+
+def check_evaluation(paths: DatasetPaths) -> dict:
+    """Check that the last evaluation (``metrics.json``) and everything it was made from are current."""
+    found = check(paths, "evaluation", params=None)
+    check_chain(paths, None, upto="evaluation", classifier=found["parameters"]["classifier"])
+    return found
+
+
+def step_key(params: dict, step: str, paths: DatasetPaths) -> str:
+    """A digest of everything a step's result depends on (its parameters and its inputs)."""
+    made = record(step, params, paths)
+    return text_digest([made["parameters"], made["inputs"]])

@@ -12,6 +12,8 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 WORKERS ?= 2
 GUNICORN := HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) $(VENV)/bin/gunicorn -c aml_config/gunicorn.conf.py
+# the bundle the service loads: MODEL_DIR if set, else the results folder of the dataset that SET names
+BUNDLE_DIR = $${MODEL_DIR:-$$($(PY) -c 'import sys, PARAMETERS; from libraries import layout, settings; print(layout.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]).bundle)' $(SET))}
 
 .PHONY: demo test test-fast benchmark serve browser venv clean
 
@@ -33,13 +35,12 @@ demo: $(STAMP)
 	$(RUN) scripts/4_trainSVM.py $(SET)
 	$(RUN) scripts/5_evaluate.py $(SET)
 	@echo "starting the web service on $(HOST):$(PORT), calling it with scripts/6_callWebservice.py, stopping it"
-	@MODEL_DIR="$$($(PY) -c 'import sys, PARAMETERS; from libraries import layout, settings; print(layout.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]).bundle)' $(SET))" \
-	  $(GUNICORN) --log-level warning & pid=$$!; \
+	@MODEL_DIR="$(BUNDLE_DIR)" $(GUNICORN) --log-level warning --access-logfile /dev/null & pid=$$!; \
 	  $(PY) scripts/6_callWebservice.py --url http://$(HOST):$(PORT)/score --wait 60 $(SET); status=$$?; \
 	  kill -TERM $$pid; wait $$pid; exit $$status
 
 serve: $(STAMP)
-	$(GUNICORN)
+	MODEL_DIR="$(BUNDLE_DIR)" $(GUNICORN)
 
 test: $(STAMP) browser
 	$(RUN) -m pytest -ra $(PYTEST_ARGS)

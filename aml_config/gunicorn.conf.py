@@ -45,10 +45,20 @@ def pre_request(worker, req):
 
 
 def on_starting(server):
-    """Refuse, before binding, to serve anyone on the network without a key (see ``exposure_refusal``)."""
+    """Refuse, before binding, to serve anyone on the network without a key (see ``exposure_refusal``), or to
+    start on a bundle that is missing or whose files do not belong together (one line, not a worker traceback)."""
+    from libraries.errors import UserError
     from libraries.service import exposure_refusal
 
     refusal = exposure_refusal(server.cfg.address, os.environ)
     if refusal:
         print(refusal, file=sys.stderr, flush=True)
         sys.exit(1)
+    if os.environ.get("MODEL_DIR"):
+        from libraries import bundle
+
+        try:
+            bundle.check_files(os.environ["MODEL_DIR"])
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)

@@ -65,16 +65,15 @@ class Bundle:
                 f"{self.input_size} px, labels {self.labels}")
 
 
-def read(model_dir: Path, threads: int | None = None) -> Bundle:
-    """Read and check the bundle in ``model_dir``; a missing, stale or inconsistent one is refused with one sentence."""
-    import onnxruntime as ort
-
+def check_files(model_dir: Path) -> tuple[dict, list[str]]:
+    """(deploy.json, labels) of the bundle in ``model_dir`` after the checks that need no model run: every file is
+    there, and each is the one ``deploy.json`` was written with. Refused with one sentence otherwise."""
     model_dir = Path(model_dir)
-    make = f"{SCRIPTS['evaluation']} (it exports the model)"
+    make = SCRIPTS["evaluation"]
     for name in BUNDLE_FILES:
         if not (model_dir / name).is_file():
-            raise MissingArtifact(f"{model_dir / name} does not exist: run scripts 1-5 ({make} last), or point "
-                                  f"MODEL_DIR at a folder holding {', '.join(BUNDLE_FILES)}")
+            raise MissingArtifact(f"{model_dir / name} does not exist: run scripts 1-5 for this dataset ({make} exports "
+                                  f"the bundle), or point MODEL_DIR at a folder holding {', '.join(BUNDLE_FILES)}")
     meta = json.loads((model_dir / BUNDLE_META).read_text(encoding="utf-8"))
     for name, key in ((BUNDLE_MODEL, "model_digest"), (BUNDLE_LABELS, "labels_digest")):
         if meta.get(key) != file_digest(model_dir / name):
@@ -83,6 +82,16 @@ def read(model_dir: Path, threads: int | None = None) -> Bundle:
     labels = json.loads((model_dir / BUNDLE_LABELS).read_text(encoding="utf-8"))
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
         raise StaleArtifact(f"{model_dir / BUNDLE_LABELS} must be a non-empty list of label names: rerun {make}")
+    return meta, labels
+
+
+def read(model_dir: Path, threads: int | None = None) -> Bundle:
+    """Read and check the bundle in ``model_dir``; a missing, stale or inconsistent one is refused with one sentence."""
+    import onnxruntime as ort
+
+    model_dir = Path(model_dir)
+    meta, labels = check_files(model_dir)
+    make = SCRIPTS["evaluation"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -98,4 +107,3 @@ def read(model_dir: Path, threads: int | None = None) -> Bundle:
         raise StaleArtifact(f"{model_dir / BUNDLE_MODEL} has {probabilities.shape[1]} outputs but {BUNDLE_LABELS} names "
                             f"{len(labels)} labels: the two come from different runs; rerun {make}")
     return bundle
-

@@ -55,6 +55,15 @@ def find_classes(images_dir: Path) -> tuple[dict[str, list[Path]], list[str]]:
             f"under {images_dir}: merge {example} into <class>/, and to keep the given test split list the test "
             f"images in {images_dir / DEDICATED_TEST}, one <class>/<file> per line."
         )
+    for folder in folders:
+        inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDER_NAMES)
+        if len(inner) >= 2:
+            raise DatasetError(
+                f"{folder} holds folders named {', '.join(inner)}: it looks like each class is already split into "
+                f"train/val/test folders, which this tool would take as ordinary sub-folders and mix up. Move the images "
+                f"up into {folder}/ (one folder per class, nothing else), and to keep the given test split list the "
+                f"test images in {images_dir / DEDICATED_TEST}, one <class>/<file> per line."
+            )
     classes, warnings = {}, []
     for folder in folders:
         files = list_files(folder)
@@ -247,8 +256,8 @@ def make_split(classes: dict[str, list[Path]], images_dir: Path, ratio_train: fl
 def changes_summary(split: dict) -> str:
     """One line saying how ``make_split`` changed the previous split, e.g. for a script to print."""
     c = split["changes"]
-    return (f"{c['kept']} image(s) kept their side, {c['added_train']} new went to training and {c['added_test']} "
-            f"to test, {c['removed']} removed, {c['moved']} changed sides")
+    return (f"against the previous split.json: {c['kept']} image(s) kept their side, {c['moved']} changed sides, "
+            f"{c['added_train']} new went to training and {c['added_test']} to test, {c['removed']} removed")
 
 
 def count_table(split: dict) -> str:

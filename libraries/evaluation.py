@@ -29,7 +29,8 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, labels: list[str], c
     support = cm.sum(axis=1)
     per_class = {label: (float(cm[k, k] / support[k]) if support[k] else None) for k, label in enumerate(labels)}
     present = [v for v in per_class.values() if v is not None]
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=np.nan)
+    undefined = lambda values: [None if np.isnan(v) else float(v) for v in values]  # noqa: E731 - 0/0 is n/a, not 0%
     aucs = per_class_auc(y_true, scores, labels)
     valid = [v for v in aucs.values() if v is not None]
     onehot = np.eye(len(labels))[y_true]
@@ -41,9 +42,9 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, labels: list[str], c
         "overall_accuracy": float((y_pred == y_true).mean()) if len(y_true) else None,
         "class_averaged_accuracy": float(np.mean(present)) if present else None,
         "per_class_accuracy": per_class,
-        "precision": dict(zip(labels, map(float, precision))),
-        "recall": dict(zip(labels, map(float, recall))),
-        "f1": dict(zip(labels, map(float, f1))),
+        "precision": dict(zip(labels, undefined(precision))),  # None: the class was never predicted
+        "recall": dict(zip(labels, undefined(recall))),  # None: the class has no test image
+        "f1": dict(zip(labels, undefined(f1))),
         "support": dict(zip(labels, map(int, support))),
         "auc": aucs,
         "macro_auc": float(np.mean(valid)) if valid else None,

@@ -110,12 +110,6 @@ def read(path: Path) -> dict | None:
     return found.get("provenance") if isinstance(found, dict) else None
 
 
-def _describe(name: str, value) -> str:
-    if name == "refined":
-        return "a refined DNN" if value else "the fixed pretrained DNN"
-    return f"{name}={value!r}"
-
-
 def check(paths: DatasetPaths, step: str, params: dict | None, classifier: str | None = None) -> dict:
     """Refuse ``step``'s artifact unless it exists, was made with ``params`` (skipped when None) and from the
     input artifacts on disk now. Returns its provenance."""
@@ -136,9 +130,11 @@ def check(paths: DatasetPaths, step: str, params: dict | None, classifier: str |
             raise StaleArtifact(f"{path.name} holds a refined DNN, but classifier='svm' uses the fixed pretrained one: "
                                 f"rerun {script}")
         for name, value in wanted.items():
-            if name not in recorded or recorded[name] != value:
-                old = _describe(name, recorded[name]) if name in recorded else f"no {name}"
-                raise StaleArtifact(f"{path.name} was made with {old}, but {name} is {value!r} now: rerun {script}")
+            if name not in recorded:
+                raise StaleArtifact(f"{path.name} was made without {name}, which is {value!r} now: rerun {script}")
+            if recorded[name] != value:
+                raise StaleArtifact(f"{path.name} was made with {name}={recorded[name]!r}, but {name} is "
+                                    f"{value!r} now: rerun {script}, or --set {name}={recorded[name]!r} to use it as it is")
     classifier = classifier or (params or {}).get("classifier") or found["parameters"].get("classifier", "svm")
     for input_step in step_inputs(step, classifier):
         input_path = artifact(paths, input_step)

@@ -55,14 +55,14 @@ def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
         thumbnail = thumbnail_jpeg(paths.images / row["path"])
         image = (f'<img alt="{e(row["path"])}" src="data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}">'
                  if thumbnail else "<div>(unreadable)</div>")
-        parts.append(f'<figure>{image}<figcaption>{e(row["path"])}<br>true: <b>{e(row["true"])}</b><br>'
-                     f'predicted: <b>{e(row["predicted"])}</b> (probability {100 * row["confidence"]:.1f}%)'
+        parts.append(f'<figure>{image}<figcaption><code>{e(row["path"])}</code><br>true: <b>{e(row["true"])}</b><br>'
+                     f'predicted: <b>{e(row["predicted"])}</b> (probability&nbsp;{100 * row["confidence"]:.1f}%)'
                      f"</figcaption></figure>")
     if shown:
         parts.append("</div>")
     style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
              "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:46rem;display:block}"
-             "#mistakes{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0;width:170px;font-size:.8rem;word-break:break-all}")
+             "#mistakes{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0;width:170px;font-size:.8rem}figcaption code{overflow-wrap:anywhere}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 

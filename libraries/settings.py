@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -55,7 +56,7 @@ def apply_overrides(defaults: dict, annotations: dict, overrides: list[str]) -> 
         if not sep:
             raise BadParameter(f"--set {item!r}: expected name=value, e.g. --set datasetName=solar")
         if name not in defaults:
-            close = [n for n in defaults if n.lower() == name.lower()]
+            close = [n for n in defaults if n.lower() == name.lower()] or difflib.get_close_matches(name, defaults, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise BadParameter(f"--set {item!r}: {name!r} is not a parameter of PARAMETERS.py.{hint}")
         value = parse_value(text.strip())

@@ -103,7 +103,8 @@ def train(features: np.ndarray, labels: np.ndarray, subset: np.ndarray, num_clas
           folds: int = 5, l2: bool = True, random_state: int = 0, progress: bool = False) -> tuple[dict, list[dict]]:
     """Everything script 4 computes, from the training rows (``subset == 'train'``) alone: the CV table over
     ``c_values``, and the calibrated SVM fit with the best C. Returns (model, table); ``model['left_out']`` lists
-    the class ids with fewer than ``MIN_IMAGES_PER_CLASS`` training images, which get probability ~0."""
+    the class ids with fewer than ``MIN_IMAGES_PER_CLASS`` training images, which get probability ~0, and
+    ``model['num_train_images']`` and ``model['folds']`` say how many images and folds were used."""
     train_rows = np.asarray(subset) == "train"
     x, y = features[train_rows], np.asarray(labels)[train_rows]
     counts = np.bincount(y, minlength=num_classes)
@@ -117,16 +118,17 @@ def train(features: np.ndarray, labels: np.ndarray, subset: np.ndarray, num_clas
         x = l2_normalize(x)
     table = select_c(x, y, c_values, folds=folds, random_state=random_state, progress=progress)
     model = fit(x, y, best_c(table), num_classes, folds=folds, random_state=random_state)
-    return {**model, "left_out": left_out}, table
+    return {**model, "left_out": left_out, "num_train_images": int(len(y)), "folds": cv_folds(y, folds)}, table
 
 
 def save(npz_path: Path, json_path: Path, model: dict, table: list[dict], l2: bool, labels: list[str],
-         provenance: dict, num_train_images: int) -> None:
+         provenance: dict) -> None:
     """The arrays to ``svm.npz``, then the metadata (C, the CV table, provenance, and the digest of ``svm.npz``) to
     ``svm.json``: written last, so a half-finished save is never trusted."""
     save_npz(npz_path, **{k: model[k] for k in ARRAYS})
     save_json(json_path, {"C": model["C"], "l2_normalize": l2, "calibration": "sigmoid (Platt), out-of-fold on the training split",
-                          "labels": list(labels), "cv_table": table, "num_train_images": int(num_train_images),
+                          "labels": list(labels), "cv_table": table, "num_train_images": model["num_train_images"],
+                          "cv_folds": model["folds"], "left_out": [labels[k] for k in model["left_out"]],
                           "arrays_file": Path(npz_path).name, "arrays_digest": file_digest(npz_path),
                           "provenance": provenance})
 

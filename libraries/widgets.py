@@ -93,8 +93,9 @@ class ResultBrowser:
     """Steps through the test images: the image, its true and predicted label, and a bar per class probability
     (the calibrated probabilities of script 5, which the service answers too)."""
 
-    def __init__(self, paths: DatasetPaths, only_wrong: bool = False, worst_first: bool = True, size: int = 260):
-        self.rows = results.load_for(paths)
+    def __init__(self, paths: DatasetPaths, only_wrong: bool = False, worst_first: bool = True, size: int = 260,
+                 params: dict | None = None):
+        self.rows = results.load_for(paths, params)
         self.images_dir, self.size, self.index = paths.images, size, 0
         self.only_wrong = w.Checkbox(value=only_wrong, description="wrong predictions only")
         self.worst_first = w.Checkbox(value=worst_first, description="worst mistakes first")

@@ -23,20 +23,18 @@ def main():
     labels = load_json(paths.split)["labels"]
     model, table = svm.train(data["features"], data["labels"], data["subset"], len(labels), P.svm_CVals,
                              folds=P.svm_cvFolds, l2=P.svm_boL2Normalize, random_state=P.randomSeed, progress=True)
-    num_train = int((data["subset"] == "train").sum())
     for k in model["left_out"]:
         print(f"warning: class {labels[k]!r} has fewer than {svm.MIN_IMAGES_PER_CLASS} training images, too few to "
               f"cross-validate and calibrate: it is left out of the SVM and never predicted; add images to it")
-    print(f"{'C':>10}  {'CV accuracy':>12}  (stratified {svm.cv_folds(data['labels'][data['subset'] == 'train'], P.svm_cvFolds)}"
-          f"-fold, training split only)")
+    print(f"{'C':>10}  {'CV accuracy':>12}  (stratified {model['folds']}-fold, training split only)")
     for row in table:
         mark = "  <- chosen" if row["C"] == model["C"] else ""
         print(f"{row['C']:>10g}  {100 * row['cv_accuracy']:>9.2f} % ± {100 * row['cv_std']:.2f}{mark}")
 
     svm.save(paths.svm, paths.svm_meta, model, table, P.svm_boL2Normalize, labels,
-             provenance.record("svm", params, paths), num_train)
+             provenance.record("svm", params, paths))
     save_figure(paths.svm_plot, plots.svm_cv_accuracy(table, model["C"]))
-    print(f"calibrated the SVM's margins into probabilities (Platt scaling, out-of-fold on the {num_train} training images)")
+    print(f"calibrated the SVM's margins into probabilities (Platt scaling, out-of-fold on the {model['num_train_images']} training images)")
     print(f"wrote {paths.svm}, {paths.svm_meta} and {paths.svm_plot}")
     with Tracker.for_script(P, paths, "4_trainSVM") as tracker:
         tracker.log_metrics({f"svm_cv_accuracy_C_{row['C']:g}": row["cv_accuracy"] for row in table})

@@ -59,7 +59,8 @@ def main():
 
 def first_test_image(paths) -> Path:
     if not paths.split.is_file():
-        raise UserError("give an IMAGE, or run scripts 1-5 so that the test set's first image can be sent")
+        raise UserError(f"give an IMAGE, or run scripts 1-5 for dataset {paths.dataset_name!r} ({paths.split} does not "
+                        f"exist) so that its first test image can be sent; --set datasetName=... picks another dataset")
     return paths.images / load_json(paths.split)["test"][0][0]
 
 

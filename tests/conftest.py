@@ -81,6 +81,9 @@ def chromium():
     driver.quit()
 
 
+FAKE_EVALUATION_SETS = ("ratioTrainTest=0.5", "svm_CVals=[1.0]", "svm_cvFolds=2")
+
+
 def fake_evaluation(data_dir: Path, counts: dict[str, int], dataset: str = "toy", size: int = 48):
     """A DATA_DIR as scripts 1-5 leave it, made in a second: a real split, features (random vectors), a calibrated
     SVM trained on them, and the evaluation of the test images, each artifact with its provenance."""
@@ -89,7 +92,7 @@ def fake_evaluation(data_dir: Path, counts: dict[str, int], dataset: str = "toy"
     from libraries.artifacts import save_json
     from libraries.dataset import find_classes, make_split
 
-    P = settings.load(PARAMETERS, [f"datasetName={dataset}", f"DATA_DIR={str(data_dir)!r}", "ratioTrainTest=0.5"])
+    P = settings.load(PARAMETERS, [f"datasetName={dataset}", f"DATA_DIR={str(data_dir)!r}", *FAKE_EVALUATION_SETS])
     params, paths = vars(P), layout.dataset_paths(P)
     make_dataset(paths.images, counts, size=size)
     classes, _ = find_classes(paths.images)
@@ -104,9 +107,8 @@ def fake_evaluation(data_dir: Path, counts: dict[str, int], dataset: str = "toy"
     featurize.save_features(paths.features, features, [p for p, _, _ in rows], labels, [s for _, _, s in rows], "fake",
                             provenance.record("features", params, paths))
     subset = np.array([s for _, _, s in rows])
-    model, table = svm.train(features, labels, subset, len(split["labels"]), [1.0], folds=2)
-    svm.save(paths.svm, paths.svm_meta, model, table, True, split["labels"], provenance.record("svm", params, paths),
-             int((subset == "train").sum()))
+    model, table = svm.train(features, labels, subset, len(split["labels"]), P.svm_CVals, folds=P.svm_cvFolds)
+    svm.save(paths.svm, paths.svm_meta, model, table, True, split["labels"], provenance.record("svm", params, paths))
     test = subset == "test"
     probabilities, raw = scoring.score(features[test], scoring.svm_head(model, True))
     metrics = evaluation.compute_metrics(labels[test], probabilities, split["labels"], "svm")

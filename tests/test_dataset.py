@@ -150,7 +150,7 @@ def test_adding_images_keeps_old_sides_and_splits_the_new_ones_in_ratio(tmp_path
     assert sorted(added.values()).count("test") == 3
     assert np.bincount([i for _, i in new["test"]]).tolist() == [8, 2]
     assert new["changes"] == {"kept": 28, "moved": 0, "added_train": 9, "added_test": 3, "removed": 0}
-    assert "28 image(s) kept their side, 9 new went to training and 3 to test" in dataset.changes_summary(new)
+    assert "28 image(s) kept their side, 0 changed sides, 9 new went to training and 3 to test" in dataset.changes_summary(new)
 
 
 def test_removing_images_moves_no_other(tmp_path):
@@ -307,3 +307,19 @@ def test_a_dataset_name_must_be_a_plain_folder_name(name):
 
 def test_a_plain_dataset_name_passes():
     assert check_dataset_name("solar_cells-2") == "solar_cells-2"
+
+
+def test_classes_split_inside_into_train_and_test_folders_are_explained(tmp_path):
+    for label in ("cat", "dog"):
+        make_dataset(tmp_path / label, {"train": 3, "test": 2})
+    with pytest.raises(DatasetError, match=r"cat holds folders named test, train: it looks like each class is already "
+                                           r"split.*dedicatedTestImages.tsv"):
+        find_classes(tmp_path)
+    make_dataset(tmp_path / "bird", {"session1": 2})  # ordinary sub-folders are fine
+    for label in ("cat", "dog"):
+        for sub in ("train", "test"):
+            for f in (tmp_path / label / sub).iterdir():
+                f.rename(tmp_path / label / f"{sub}_{f.name}")
+            (tmp_path / label / sub).rmdir()
+    classes, _ = find_classes(tmp_path)
+    assert sorted(classes) == ["bird", "cat", "dog"]

@@ -32,6 +32,8 @@ def test_a_class_absent_from_the_test_set():
     scores = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]], float)
     m = evaluation.compute_metrics(y, scores, ["a", "b", "c"], "dnn")
     assert m["per_class_accuracy"]["c"] is None and m["auc"]["c"] is None
+    assert m["recall"]["c"] is None and m["precision"]["c"] is None and m["f1"]["c"] is None  # 0/0: n/a, not 0%
+    assert m["precision"]["b"] == pytest.approx(0.5) and m["recall"]["b"] == 1.0
     assert m["class_averaged_accuracy"] == pytest.approx(0.75)
     assert "n/a" in evaluation.report(m)
 

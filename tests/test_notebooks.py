@@ -10,7 +10,7 @@ from libraries import annotate, report, results
 from libraries.artifacts import load_json
 from libraries.errors import StaleArtifact
 
-from conftest import REPO, fake_evaluation, make_dataset, run_script
+from conftest import FAKE_EVALUATION_SETS, REPO, fake_evaluation, make_dataset, run_script
 
 FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.1,1]", "run_mbSize=8", "track_boMlflow=False"]
 
@@ -60,6 +60,19 @@ def test_results_of_a_changed_split_are_refused(evaluated):
     annotate.exclude(images, paths.split, paths.annotation_log, rel)  # split.json changes: the features are stale
     with pytest.raises(StaleArtifact, match="features.npz changed after it was made|rerun"):
         results.load_for(paths)
+
+
+def test_results_for_other_parameters_are_refused(evaluated):
+    import PARAMETERS
+    from libraries import settings
+
+    _, _, paths = evaluated
+    params = vars(settings.load(PARAMETERS, [f"DATA_DIR={str(paths.data_dir)!r}", "datasetName=toy", *FAKE_EVALUATION_SETS]))
+    assert len(results.load_for(paths, params)) == len(load_json(paths.split)["test"])
+    with pytest.raises(StaleArtifact, match="classifier='dnn' needs a refined DNN, but model.json holds the fixed"):
+        results.load_for(paths, {**params, "classifier": "dnn"})
+    with pytest.raises(StaleArtifact, match=r"svm.json was made with svm_CVals=\[1.0\], but svm_CVals is \[0.1\] now"):
+        results.load_for(paths, {**params, "svm_CVals": [0.1]})
 
 
 def test_labels_are_escaped_in_every_page(tmp_path):

@@ -256,3 +256,23 @@ def test_container_requirements_install_in_a_fresh_venv_and_serve(tmp_path, imag
         assert answer["label"] in ("horizontal", "vertical")
     finally:
         gunicorn.stop()
+
+
+def test_serving_a_stale_bundle_stops_with_one_line(tmp_path):
+    """As `make serve` starts it: a bundle whose labels.json is from another run never serves; the master says why
+    in one line, before any worker starts."""
+    import os
+
+    from service_helpers import free_port
+
+    from libraries.service import gunicorn_command
+
+    model_dir = export_tiny_model(tmp_path / "model")
+    (model_dir / "labels.json").write_text('["horizontal", "vertical", "poly_ok"]')
+    env = {**os.environ, "MODEL_DIR": str(model_dir)}
+    env.pop("API_KEY", None)
+    done = subprocess.run(gunicorn_command(free_port(), 2), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "labels.json is not the file deploy.json was written with" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "Booting worker" not in done.stderr, done.stderr

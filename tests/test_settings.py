@@ -51,6 +51,8 @@ def test_overrides_apply_and_check_types():
 @pytest.mark.parametrize("item, message", [
     ("nosuchParam=1", "not a parameter"),
     ("rf_mbsize=3", "Did you mean 'rf_mbSize'"),
+    ("datsetName=x", "Did you mean 'datasetName'"),
+    ("classifer=svm", "Did you mean 'classifier'"),
     ("rf_mbSize=big", "must be of type int, got str"),
     ("rf_mbSize=2.5", "must be of type int, got float"),
     ("rf_boFreezeWeights=1", "must be of type bool"),

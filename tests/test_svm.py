@@ -47,8 +47,8 @@ def test_training_never_sees_the_test_rows():
 def test_a_class_with_one_training_image_is_left_out_with_a_note():
     x, y = blobs(n_per_class=10, classes=3)
     keep = np.r_[0:20, 20]  # class 2 keeps one image
-    model, _ = svm.train(x[keep], y[keep], np.full(21, "train"), 3, [1.0], folds=3)
-    assert model["left_out"] == [2]
+    model, _ = svm.train(x[keep], y[keep], np.full(21, "train"), 3, [1.0], folds=5)
+    assert model["left_out"] == [2] and model["num_train_images"] == 20 and model["folds"] == 5
     probabilities, _ = scoring.score(x, scoring.svm_head(model, True))
     assert probabilities[:, 2].max() < 1e-12 and (probabilities[:20].argmax(1) == y[:20]).mean() > 0.9
 
@@ -101,13 +101,13 @@ def test_saved_svm_is_refused_when_its_arrays_changed(tmp_path):
     from libraries.errors import StaleArtifact
 
     x, y = blobs(classes=2)
-    model = svm.fit(svm.l2_normalize(x), y, 1.0, num_classes=2)
-    svm.save(tmp_path / "svm.npz", tmp_path / "svm.json", model, [], True, ["a", "b"], {"step": "svm"}, len(y))
+    model, table = svm.train(x, y, np.full(len(y), "train"), 2, [1.0])
+    svm.save(tmp_path / "svm.npz", tmp_path / "svm.json", model, table, True, ["a", "b"], {"step": "svm"})
     arrays, meta = svm.load(tmp_path / "svm.npz", tmp_path / "svm.json")
     np.testing.assert_array_equal(arrays["coef"], model["coef"])
-    assert meta["C"] == 1.0 and meta["l2_normalize"] is True
-    svm.save(tmp_path / "other.npz", tmp_path / "other.json", {**model, "coef": model["coef"] * 2}, [], True, ["a", "b"],
-             {}, len(y))
+    assert meta["C"] == 1.0 and meta["l2_normalize"] is True and meta["num_train_images"] == len(y) == 60
+    svm.save(tmp_path / "other.npz", tmp_path / "other.json", {**model, "coef": model["coef"] * 2}, table, True,
+             ["a", "b"], {})
     (tmp_path / "other.npz").replace(tmp_path / "svm.npz")  # another run's arrays beside this run's metadata
     with pytest.raises(StaleArtifact, match="svm.npz is missing or is not the file svm.json was written with"):
         svm.load(tmp_path / "svm.npz", tmp_path / "svm.json")

@@ -9,8 +9,9 @@ import torch
 
 from .artifacts import file_digest, load_json, save_json, save_torch, text_digest
 from .backbones import Classifier, build_classifier, get_backbone
-from .errors import MissingArtifact, StaleArtifact
-from .layout import SCRIPTS
+from .errors import MissingArtifact, StaleArtifact, UserError
+from .layout import SCRIPTS, DatasetPaths
+from .provenance import check
 from .presets import PREPROCESSING_VERSION
 
 
@@ -72,11 +73,8 @@ def feature_key(meta: dict) -> str:
                         PREPROCESSING_VERSION])
 
 
-def up_to_date(paths, params: dict) -> dict | None:
+def up_to_date(paths: DatasetPaths, params: dict) -> dict | None:
     """The metadata of the model on disk if it was made with ``params`` from the current split, else None."""
-    from .errors import UserError
-    from .provenance import check
-
     try:
         check(paths, "model", params)
         return load_meta(paths.model_meta)

@@ -29,10 +29,11 @@ def load_for(paths: DatasetPaths, params: dict | None = None) -> list[dict]:
     """The rows of the evaluation that script 5 wrote last, refused if it is out of date with the features and
     classifier on disk, or if ``test_scores.npz`` is not the file ``metrics.json`` was written with. With
     ``params`` (a notebook's parameters), also refused unless it was made with them (classifier and all)."""
-    if params is not None:
+    if params is None:
+        provenance.check_evaluation(paths)
+    else:
         provenance.check_chain(paths, params, upto="evaluation")
         provenance.check(paths, "evaluation", params)
-    provenance.check_evaluation(paths)
     metrics = load_json(paths.metrics)
     if not paths.test_scores.is_file() or metrics.get("test_scores_digest") != file_digest(paths.test_scores):
         raise StaleArtifact(f"{paths.test_scores} is missing or is not the file {paths.metrics.name} was written with: "

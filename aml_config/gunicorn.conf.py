@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-wsgi_app = "deploymain:app"
+wsgi_app = "deploymain:make_app()"  # a factory: importing deploymain loads nothing
 chdir = str(Path(__file__).resolve().parent.parent / "scripts")  # where deploymain.py lies, here and in /app
 bind = [f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '5000'}"]
 workers = int(os.environ.get("WORKERS") or os.environ.get("WEB_CONCURRENCY") or 2)

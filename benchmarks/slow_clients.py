@@ -60,7 +60,7 @@ def start(name: str, port: int, env: dict) -> subprocess.Popen:
         command = gunicorn_command(port, workers=2, options=options)
     else:  # waitress: one process, its own event loop buffers each request before a thread runs it
         command = [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}", "--threads=4",
-                   "--channel-timeout=5", "--cleanup-interval=1", "deploymain:app"]
+                   "--channel-timeout=5", "--cleanup-interval=1", "--call", "deploymain:make_app"]
         env = {**env, "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), env.get("PYTHONPATH", "")])}
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

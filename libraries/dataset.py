@@ -260,6 +260,23 @@ def changes_summary(split: dict) -> str:
             f"{c['added_train']} new went to training and {c['added_test']} to test, {c['removed']} removed")
 
 
+def validation_subset(rows: list, labels: list[str], fraction: float, seed: int) -> tuple[list, list]:
+    """Split training rows ([relative path, label id] pairs) into (rows to train on, validation rows): about
+    ``fraction`` of each class, at least one image of any class with two or more when ``fraction > 0``, never all.
+    The choice is a seeded hash of each path, so it stays put as images are added."""
+    by_class: dict[int, list] = {}
+    for row in rows:
+        by_class.setdefault(int(row[1]), []).append(row)
+    val_paths = set()
+    for label_id, members in by_class.items():
+        n_val = round(len(members) * fraction)
+        if fraction > 0 and len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        ordered = sorted(members, key=lambda row: _group_rank(seed, f"validation:{labels[label_id]}", row[0]))
+        val_paths.update(row[0] for row in ordered[:n_val])
+    return [r for r in rows if r[0] not in val_paths], [r for r in rows if r[0] in val_paths]
+
+
 def count_table(split: dict) -> str:
     """A per-class table of training and test image counts."""
     labels = split["labels"]

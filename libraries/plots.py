@@ -9,12 +9,17 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
 
-def refine_errors(history: list[dict]):
+def refine_errors(history: list[dict], kept_epoch: int | None = None):
+    """Training and validation error per epoch, with the epoch whose weights were kept."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [100 * h["train_error"] for h in history], "o-", label="training error")
-    ax.plot(epochs, [100 * h["test_error"] for h in history], "s-", label="test error")
+    if any("val_error" in h for h in history):
+        ax.plot(epochs, [100 * h.get("val_error", np.nan) for h in history], "s-", label="validation error")
+    if kept_epoch is not None:
+        ax.axvline(kept_epoch, color="k", ls="--", lw=1, label=f"kept: epoch {kept_epoch}")
     ax.set(xlabel="epoch", ylabel="error (%)", title="DNN refinement")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

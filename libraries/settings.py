@@ -97,6 +97,8 @@ def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
         raise BadParameter(f"rf_lrPerMb must be a non-empty list of numbers, got {params['rf_lrPerMb']!r}")
     if "svm_CVals" in params and (not params["svm_CVals"] or not all(_matches(v, float) and v > 0 for v in params["svm_CVals"])):
         raise BadParameter(f"svm_CVals must be a non-empty list of positive numbers, got {params['svm_CVals']!r}")
+    if "rf_valFraction" in params and not 0 <= params["rf_valFraction"] < 1:
+        raise BadParameter(f"rf_valFraction must lie in [0, 1), got {params['rf_valFraction']}")
     if "svm_cvFolds" in params and params["svm_cvFolds"] < 2:
         raise BadParameter(f"svm_cvFolds must be at least 2, got {params['svm_cvFolds']}")
     if params.get("rf_pretrainedWeights") and not Path(params["rf_pretrainedWeights"]).is_file():

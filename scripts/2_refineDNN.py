@@ -2,12 +2,13 @@
 
 - classifier 'svm': the pretrained backbone is used as it is (fast, no GPU needed); only model.json is written.
 - classifier 'dnn' or 'svmDnnRefined': the backbone gets a new head for our classes and is fine-tuned with the
-  rf_* parameters, on CUDA with mixed precision when a GPU is there, else on the CPU. A checkpoint is written
-  after each epoch, and a killed run resumes from it. Writes model.pt (state dict), model.json and
-  refine_errors.png (training and test error per epoch).
+  rf_* parameters, on CUDA with mixed precision when a GPU is there, else on the CPU. rf_valFraction of the
+  training images are held out as a validation set, and the epoch that does best on it is kept; the test set
+  is never read here. A checkpoint is written after each epoch, and a killed run resumes from it. Writes
+  model.pt (state dict), model.json and refine_errors.png (training and validation error per epoch).
 """
 import PARAMETERS
-from libraries import layout, model_io, plots, provenance, refine, settings
+from libraries import dataset, layout, model_io, plots, provenance, refine, settings
 from libraries.artifacts import load_json, save_figure
 from libraries.backbones import BACKBONES, build_classifier, get_backbone
 from libraries.tracking import Tracker
@@ -42,6 +43,7 @@ def main():
 
 def fine_tune(P, paths, split, meta, tracker):
     labels, size = split["labels"], meta["input_size"]
+    refine.seed_everything(P.randomSeed)  # the new head's initial weights too
     model = build_classifier(P.rf_pretrainedModel, len(labels), size, P.rf_pretrainedWeights, P.rf_dropoutRate)
     config = refine.RefineConfig(
         input_size=size, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
@@ -49,15 +51,18 @@ def fine_tune(P, paths, split, meta, tracker):
         freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet,
         max_train_images=P.rf_maxTrainImages, device=P.rf_device, num_workers=P.rf_numWorkers, seed=P.randomSeed)
     device = refine.resolve_device(P.rf_device)
-    print(f"refining {P.rf_pretrainedModel} at {size} px ({len(split['train'])} training images, {len(labels)} classes) "
-          f"for {P.rf_maxEpochs} epoch(s) on {device}{' with mixed precision' if device.type == 'cuda' else ''}")
+    fit_rows, val_rows = dataset.validation_subset(split["train"], labels, P.rf_valFraction, P.randomSeed)
+    print(f"refining {P.rf_pretrainedModel} at {size} px ({len(fit_rows)} training and {len(val_rows)} validation "
+          f"images, {len(labels)} classes) for {P.rf_maxEpochs} epoch(s) on {device}"
+          f"{' with mixed precision' if device.type == 'cuda' else ''}")
     to_items = lambda rows: [(paths.images / rel, label) for rel, label in rows]  # noqa: E731
     log_epoch = lambda record: tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])  # noqa: E731
-    history = refine.refine(model, to_items(split["train"]), to_items(split["test"]), config,
-                            checkpoint_path=paths.checkpoint, config_key=provenance.step_key(vars(P), "model", paths),
-                            on_epoch=log_epoch)
-    save_figure(paths.refine_plot, plots.refine_errors(history))
-    model_io.save_refined(paths.model_meta, paths.model_weights, model, {**meta, "history": history})
+    history, kept = refine.refine(model, to_items(fit_rows), to_items(val_rows), config, checkpoint_path=paths.checkpoint,
+                                  config_key=provenance.step_key(vars(P), "model", paths), on_epoch=log_epoch)
+    print(f"kept the weights of epoch {kept}" + (" (the best by validation error)" if val_rows else " (the last)"))
+    save_figure(paths.refine_plot, plots.refine_errors(history, kept))
+    model_io.save_refined(paths.model_meta, paths.model_weights, model,
+                          {**meta, "history": history, "kept_epoch": kept, "validation": [rel for rel, _ in val_rows]})
     paths.checkpoint.unlink(missing_ok=True)
     print(f"wrote {paths.model_weights}, {paths.model_meta} and {paths.refine_plot}")
 

@@ -48,6 +48,6 @@ def test_plots_draw(tmp_path):
     save_figure(tmp_path / "cm.png", plots.confusion_matrices(np.array(m["confusion_matrix"]), ["a", "b", "c"]))
     save_figure(tmp_path / "svm.png", plots.svm_cv_accuracy([{"C": 0.1, "cv_accuracy": 0.5, "cv_std": 0.1},
                                                              {"C": 1.0, "cv_accuracy": 0.7, "cv_std": 0.05}], 1.0))
-    save_figure(tmp_path / "rf.png", plots.refine_errors([{"epoch": 1, "train_error": 0.5, "test_error": 0.4}]))
+    save_figure(tmp_path / "rf.png", plots.refine_errors([{"epoch": 1, "train_error": 0.5, "val_error": 0.4}], kept_epoch=1))
     for name in ("roc.png", "cm.png", "svm.png", "rf.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -300,3 +300,26 @@ def test_stale_artifacts_are_refused_never_used(tmp_path):
     from libraries import bundle
 
     assert bundle.read(proc(tmp_path)).labels == metrics["labels"]
+
+
+@pytest.mark.slow
+def test_refinement_never_reads_the_test_set(tmp_path):
+    """Refine twice from the same split: once as is, once with every test image deleted after script 1. The
+    refined weights and the history are the same: nothing before script 5 looks at the test set."""
+    import shutil
+
+    sets = FAST + ["classifier=dnn", "rf_maxEpochs=2", "rf_mbSize=8", "rf_numWorkers=0", "rf_valFraction=0.25"]
+    make_dataset(tmp_path / "a" / "images" / "toy", {"horizontal": 10, "vertical": 10}, size=64)
+    run_script("1_prepareData.py", tmp_path / "a", *sets)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    split = json.loads((tmp_path / "b" / "proc" / "toy" / "split.json").read_text())
+    for rel, _ in split["test"]:
+        (tmp_path / "b" / "images" / "toy" / rel).unlink()
+    outputs = {side: run_script("2_refineDNN.py", tmp_path / side, *sets).stdout for side in ("a", "b")}
+    assert "12 training and 4 validation images" in outputs["a"]  # 16 training images, a quarter held out
+    metas = {side: json.loads((tmp_path / side / "proc" / "toy" / "model.json").read_text()) for side in ("a", "b")}
+    assert metas["a"]["history"] == metas["b"]["history"] and metas["a"]["kept_epoch"] == metas["b"]["kept_epoch"]
+    assert not set(metas["a"]["validation"]) & {rel for rel, _ in split["test"]}
+    weights = {side: torch.load(tmp_path / side / "proc" / "toy" / "model.pt", weights_only=True) for side in ("a", "b")}
+    for name, tensor in weights["a"].items():
+        torch.testing.assert_close(tensor, weights["b"][name], rtol=0, atol=0, msg=name)

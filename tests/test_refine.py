@@ -41,14 +41,51 @@ def test_refine_trains_checkpoints_and_resumes(tmp_path, capsys):
     data = items(tmp_path / "img")
     model = build_classifier("efficientnet_lite0", 2, SIZE, dropout=0.2)
     before = model.head.weight.detach().clone()
-    history = refine.refine(model, data, data[:4], config(), checkpoint_path=tmp_path / "ck.pt", config_key="k", progress=False)
-    assert len(history) == 1 and {"train_error", "test_error", "lr", "train_loss"} <= set(history[0])
+    history, kept = refine.refine(model, data[2:-2], data[:2] + data[-2:], config(), checkpoint_path=tmp_path / "ck.pt",
+                                  config_key="k", progress=False)
+    assert len(history) == 1 and kept == 1
+    assert {"train_error", "val_error", "val_loss", "lr", "train_loss"} <= set(history[0]) and "test_error" not in history[0]
     assert not torch.equal(before, model.head.weight)
     # a second call with more epochs resumes after epoch 1 instead of starting over
     model2 = build_classifier("efficientnet_lite0", 2, SIZE, dropout=0.2)
-    history2 = refine.refine(model2, data, data[:4], config(epochs=2), checkpoint_path=tmp_path / "ck.pt", config_key="k", progress=False)
+    history2, _ = refine.refine(model2, data[2:-2], data[:2] + data[-2:], config(epochs=2),
+                                checkpoint_path=tmp_path / "ck.pt", config_key="k", progress=False)
     assert [h["epoch"] for h in history2] == [1, 2] and history2[0] == history[0]
     assert "resuming refinement after epoch 1" in capsys.readouterr().out
+
+
+def test_the_best_epoch_by_validation_is_kept(tmp_path, monkeypatch):
+    """With validation errors 50%, 25%, 50% (whatever the weights), the weights after epoch 2 are the ones kept."""
+    make_dataset(tmp_path / "img", {"h": 4, "v": 4}, size=64)
+    data = items(tmp_path / "img")
+    scripted = iter([(0.5, 0.7), (0.25, 0.6), (0.5, 0.5)])
+    snapshots = []
+
+    def fake_evaluate(model, loader, device, amp):
+        snapshots.append(model.head.weight.detach().clone())
+        return next(scripted)
+
+    monkeypatch.setattr(refine, "evaluate", fake_evaluate)
+    model = build_classifier("efficientnet_lite0", 2, SIZE)
+    history, kept = refine.refine(model, data, data[:2], config(epochs=3, lr_per_epoch=[0.05]), progress=False)
+    assert kept == 2 and [h["val_error"] for h in history] == [0.5, 0.25, 0.5]
+    torch.testing.assert_close(model.head.weight, snapshots[1])
+    assert not torch.equal(model.head.weight, snapshots[2])
+    # without validation images, the last epoch is kept
+    _, kept = refine.refine(build_classifier("efficientnet_lite0", 2, SIZE), data, [], config(epochs=2), progress=False)
+    assert kept == 2
+
+
+def test_validation_images_are_a_stable_share_of_each_class():
+    from libraries.dataset import validation_subset
+
+    rows = [[f"a/{i}.jpg", 0] for i in range(40)] + [[f"b/{i}.jpg", 1] for i in range(10)] + [["c/0.jpg", 2], ["c/1.jpg", 2]]
+    fit, val = validation_subset(rows, ["a", "b", "c"], 0.15, seed=0)
+    assert sorted(map(tuple, fit + val)) == sorted(map(tuple, rows)) and not {r[0] for r in fit} & {r[0] for r in val}
+    assert [sum(r[1] == k for r in val) for k in range(3)] == [6, 2, 1]  # round(15%), at least one, never all
+    grown, grown_val = validation_subset(rows + [[f"a/new{i}.jpg", 0] for i in range(5)], ["a", "b", "c"], 0.15, seed=0)
+    assert {r[0] for r in val if r[1] != 0} == {r[0] for r in grown_val if r[1] != 0}  # other classes unchanged
+    assert validation_subset(rows, ["a", "b", "c"], 0.0, seed=0) == (rows, [])
 
 
 def test_frozen_backbone_does_not_change(tmp_path):
@@ -56,7 +93,7 @@ def test_frozen_backbone_does_not_change(tmp_path):
     model = build_classifier("efficientnet_lite0", 2, SIZE)
     stem = model.backbone.net._conv_stem.weight.detach().clone()
     running = model.backbone.net._bn0.running_mean.clone()
-    refine.refine(model, items(tmp_path / "img"), [], config(freeze_backbone=True), progress=False)
+    refine.refine(model, items(tmp_path / "img"), [], config(freeze_backbone=True), progress=False)  # (history, kept)
     assert torch.equal(stem, model.backbone.net._conv_stem.weight)
     assert torch.equal(running, model.backbone.net._bn0.running_mean)
 

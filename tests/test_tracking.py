@@ -105,7 +105,7 @@ def test_pipeline_run_is_one_mlflow_run_read_back_by_its_client(tmp_path):
     run_script("2_refineDNN.py", tmp_path, *FAST, "classifier=dnn", "rf_maxEpochs=2", "rf_numWorkers=0")
     history = client.get_metric_history(
         [r for r in client.search_runs([experiment.experiment_id]) if r.data.params["classifier"] == "dnn"][0].info.run_id,
-        "test_error")
+        "val_error")
     assert [m.step for m in history] == [1, 2]
 
 

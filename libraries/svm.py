@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
@@ -80,8 +81,14 @@ def fit(features: np.ndarray, labels: np.ndarray, c: float, num_classes: int, fo
     with _quiet():
         calibrated = CalibratedClassifierCV(make_svm(c, random_state), method="sigmoid", ensemble=False,
                                             cv=_splitter(labels, folds, random_state)).fit(features, labels)
+    return _as_arrays(calibrated, num_classes, features.shape[1], c)
+
+
+def _as_arrays(calibrated: CalibratedClassifierCV, num_classes: int, dim: int, c: float) -> dict:
+    """The fitted SVM and its sigmoids as one row per class (see ``fit``)."""
     fitted = calibrated.calibrated_classifiers_[0]
     svm, calibrators = fitted.estimator, fitted.calibrators
+    svm = getattr(svm, "estimator", svm)  # a FrozenEstimator wraps the SVM it calibrates
     coef, intercept = svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
     a = np.array([cal.a_ for cal in calibrators], np.float32)
     b = np.array([cal.b_ for cal in calibrators], np.float32)
@@ -89,7 +96,7 @@ def fit(features: np.ndarray, labels: np.ndarray, c: float, num_classes: int, fo
         coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
         a, b = np.concatenate([a, a]), np.concatenate([-b, b])
     present = svm.classes_
-    full = {"coef": np.zeros((num_classes, features.shape[1]), np.float32), "intercept": np.zeros(num_classes, np.float32),
+    full = {"coef": np.zeros((num_classes, dim), np.float32), "intercept": np.zeros(num_classes, np.float32),
             "cal_a": np.zeros(num_classes, np.float32), "cal_b": np.full(num_classes, ABSENT_CLASS_B, np.float32)}
     full["coef"][present], full["intercept"][present] = coef, intercept
     full["cal_a"][present], full["cal_b"][present] = a, b
@@ -118,7 +125,40 @@ def train(features: np.ndarray, labels: np.ndarray, subset: np.ndarray, num_clas
         x = l2_normalize(x)
     table = select_c(x, y, c_values, folds=folds, random_state=random_state, progress=progress)
     model = fit(x, y, best_c(table), num_classes, folds=folds, random_state=random_state)
-    return {**model, "left_out": left_out, "num_train_images": int(len(y)), "folds": cv_folds(y, folds)}, table
+    return {**model, "left_out": left_out, "num_train_images": int(len(y)), "folds": cv_folds(y, folds),
+            "chosen_on": f"stratified {cv_folds(y, folds)}-fold cross-validation on the training split"}, table
+
+
+def train_on_held_out(features: np.ndarray, labels: np.ndarray, fit_rows: np.ndarray, held_out_rows: np.ndarray,
+                      num_classes: int, c_values: list[float], l2: bool = True, random_state: int = 0,
+                      progress: bool = False) -> tuple[dict, list[dict]]:
+    """For features of a network that was refined on some images (``fit_rows``) and not on others
+    (``held_out_rows``, its validation images): the SVM is fit on ``fit_rows``, while C is chosen by its accuracy on
+    ``held_out_rows`` and the Platt calibration is fit on its margins there, so that neither C nor the
+    probabilities are judged on images the network has already learnt. Returns (model, table) as ``train`` does."""
+    labels = np.asarray(labels)
+    x, y = features[fit_rows], labels[fit_rows]
+    x_held, y_held = features[held_out_rows], labels[held_out_rows]
+    held_counts = np.bincount(y_held, minlength=num_classes)[np.unique(y)]
+    if len(np.unique(y)) < 2 or held_counts.min() < MIN_IMAGES_PER_CLASS:
+        raise DatasetError(f"choosing C and calibrating on the refined network's validation images needs at least "
+                           f"{MIN_IMAGES_PER_CLASS} of them in every class (the fewest now: {held_counts.min()}): raise "
+                           f"rf_valFraction or add images, then rerun from scripts/2_refineDNN.py")
+    if l2:
+        x, x_held = l2_normalize(x), l2_normalize(x_held)
+    table = []
+    with _quiet():
+        for c in tqdm(c_values, desc="C on validation images", unit="C", disable=not progress, leave=False):
+            accuracy = float((make_svm(c, random_state).fit(x, y).predict(x_held) == y_held).mean())
+            table.append({"C": float(c), "cv_accuracy": accuracy, "cv_std": 0.0})
+        c = best_c(table)
+        # the SVM is frozen, so the folds only pass every held-out image through it once
+        folds = _splitter(y_held, MIN_IMAGES_PER_CLASS, random_state)
+        frozen = FrozenEstimator(make_svm(c, random_state).fit(x, y))
+        calibrated = CalibratedClassifierCV(frozen, method="sigmoid", cv=folds).fit(x_held, y_held)
+    model = _as_arrays(calibrated, num_classes, x.shape[1], c)
+    return {**model, "left_out": [], "num_train_images": int(len(y)), "num_held_out_images": int(len(y_held)),
+            "folds": None, "chosen_on": f"the {len(y_held)} validation images the refined network did not train on"}, table
 
 
 def save(npz_path: Path, json_path: Path, model: dict, table: list[dict], l2: bool, labels: list[str],
@@ -126,9 +166,10 @@ def save(npz_path: Path, json_path: Path, model: dict, table: list[dict], l2: bo
     """The arrays to ``svm.npz``, then the metadata (C, the CV table, provenance, and the digest of ``svm.npz``) to
     ``svm.json``: written last, so a half-finished save is never trusted."""
     save_npz(npz_path, **{k: model[k] for k in ARRAYS})
-    save_json(json_path, {"C": model["C"], "l2_normalize": l2, "calibration": "sigmoid (Platt), out-of-fold on the training split",
+    save_json(json_path, {"C": model["C"], "l2_normalize": l2, "calibration": "sigmoid (Platt)", "chosen_on": model["chosen_on"],
                           "labels": list(labels), "cv_table": table, "num_train_images": model["num_train_images"],
-                          "cv_folds": model["folds"], "left_out": [labels[k] for k in model["left_out"]],
+                          "cv_folds": model["folds"], "num_held_out_images": model.get("num_held_out_images"),
+                          "left_out": [labels[k] for k in model["left_out"]],
                           "arrays_file": Path(npz_path).name, "arrays_digest": file_digest(npz_path),
                           "provenance": provenance})
 

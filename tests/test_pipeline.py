@@ -105,7 +105,7 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     out = run_script("3_runDNN.py", tmp_path, *FAST).stdout
     assert "engine: onnxruntime" in out and "vectors of 1280 numbers" in out
     out = run_script("4_trainSVM.py", tmp_path, *FAST).stdout
-    assert "<- chosen" in out and "training split only" in out and "Platt scaling" in out
+    assert "<- chosen" in out and "cross-validation on the training split" in out and "Platt scaling" in out
     assert "class 'checker' has fewer than 2 training images" in out
     out = run_script("5_evaluate.py", tmp_path, *FAST).stdout
     assert "overall accuracy" in out and "class-averaged accuracy" in out
@@ -159,7 +159,7 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
 @pytest.mark.slow
 def test_dnn_and_svm_on_refined_features(tmp_path):
     make_dataset(tmp_path / "images" / "toy", {"horizontal": 10, "vertical": 10, "checker": 10}, size=80)
-    dnn = FAST + ["classifier=dnn", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]"]
+    dnn = FAST + ["classifier=dnn", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]", "rf_valFraction=0.25"]
     run_script("1_prepareData.py", tmp_path, *dnn)
     out = run_script("2_refineDNN.py", tmp_path, *dnn).stdout
     assert "for 2 epoch(s) on cpu" in out and "epoch   2/2" in out
@@ -175,10 +175,15 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     assert metrics["classifier"] == "dnn" and set(metrics["per_class_accuracy"]) == {"checker", "horizontal", "vertical"}
     assert_deployed_model_matches_pipeline(tmp_path, "dnn")
 
-    refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]"]
+    refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]",
+                      "rf_valFraction=0.25"]
     assert "up to date" in run_script("2_refineDNN.py", tmp_path, *refined).stdout  # the same refined DNN serves both
     run_script("3_runDNN.py", tmp_path, *refined)
-    run_script("4_trainSVM.py", tmp_path, *refined)
+    out = run_script("4_trainSVM.py", tmp_path, *refined).stdout
+    # C and the calibration are chosen on the validation images, which the refined network never trained on
+    assert "(on the 6 validation images the refined network did not train on)" in out
+    svm_meta = json.loads((proc(tmp_path) / "svm.json").read_text())
+    assert svm_meta["num_held_out_images"] == len(meta["validation"]) == 6 and svm_meta["num_train_images"] == 18
     run_script("5_evaluate.py", tmp_path, *refined)
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "svmDnnRefined" and metrics["overall_accuracy"] >= 0.6

@@ -116,3 +116,24 @@ def test_saved_svm_is_refused_when_its_arrays_changed(tmp_path):
 def test_l2_normalize():
     x = svm.l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(x, [[0.6, 0.8], [0, 0]])
+
+
+def test_c_and_calibration_of_a_refined_network_are_judged_on_held_out_images_only():
+    """svmDnnRefined: the SVM is fit on the images the network trained on, but each C is scored, and the sigmoids
+    fit, on the held-out (validation) images alone."""
+    x, y = blobs(n_per_class=30, classes=2, spread=3.0, seed=5)
+    held = np.zeros(60, bool)
+    held[::4] = True
+    model, table = svm.train_on_held_out(x, y, ~held, held, 2, [0.001, 0.1, 10])
+    xn = svm.l2_normalize(x)
+    for row in table:  # each C's figure is its accuracy on the held-out images, nothing else
+        fitted = LinearSVC(C=row["C"], class_weight="balanced", max_iter=20000, random_state=0).fit(xn[~held], y[~held])
+        assert row["cv_accuracy"] == pytest.approx((fitted.predict(xn[held]) == y[held]).mean())
+    from sklearn.frozen import FrozenEstimator
+
+    fitted = LinearSVC(C=model["C"], class_weight="balanced", max_iter=20000, random_state=0).fit(xn[~held], y[~held])
+    reference = CalibratedClassifierCV(FrozenEstimator(fitted), method="sigmoid").fit(xn[held], y[held])
+    probabilities, _ = scoring.score(x, scoring.svm_head(model, True))
+    np.testing.assert_allclose(probabilities, reference.predict_proba(xn), atol=1e-5)
+    assert model["num_train_images"] == 45 and model["num_held_out_images"] == 15
+    assert "validation images the refined network did not train on" in model["chosen_on"]

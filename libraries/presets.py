@@ -43,14 +43,35 @@ def _to_hwc(image):
     return image.permute(1, 2, 0).contiguous()
 
 
-def train_transform(size: int):
-    """Train-time augmentation: (H, W, 3) uint8 array -> (size, size, 3) uint8 tensor, like ``eval_preprocess``."""
+class RandomQuarterTurn:
+    """Rotate a (C, H, W) image by 0, 90, 180 or 270 degrees, each equally likely (torch's global generator)."""
+
+    def __call__(self, image):
+        import torch
+
+        return torch.rot90(image, int(torch.randint(4, ())), dims=(-2, -1))
+
+
+AUGMENTATIONS = ("standard", "dihedral")
+
+
+def train_transform(size: int, augmentation: str = "standard"):
+    """Train-time augmentation: (H, W, 3) uint8 array -> (size, size, 3) uint8 tensor, like ``eval_preprocess``.
+
+    - ``standard``: a random resized crop, a horizontal flip and colour jitter (photos of things with an up);
+    - ``dihedral``: the same, plus a vertical flip and quarter turns, for images with no natural orientation
+      (solar cells, textures, micrographs, satellite tiles).
+    """
     from torchvision.transforms import v2
 
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
+    turns = [v2.RandomVerticalFlip(), RandomQuarterTurn()] if augmentation == "dihedral" else []
     return v2.Compose([
         v2.ToImage(),
         v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
+        *turns,
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
         _to_hwc,
     ])

@@ -63,6 +63,7 @@ class RefineConfig:
     batch_size: int = 16
     freeze_backbone: bool = False
     balance_classes: bool = False
+    augmentation: str = "standard"
     max_train_images: int | None = None
     device: str = "auto"
     num_workers: int | None = None
@@ -139,7 +140,7 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
     amp = device.type == "cuda"
     workers = config.num_workers if config.num_workers is not None else min(8, os.cpu_count() or 1)
     size = config.input_size
-    train_set = ImageListDataset(train_items, train_transform(size), size)
+    train_set = ImageListDataset(train_items, train_transform(size, config.augmentation), size)
     val_set = ImageListDataset(val_items, partial(eval_preprocess, size=size), size)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(np.array([label for _, label in train_items]), config.balance_classes,

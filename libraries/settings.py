@@ -14,6 +14,7 @@ CHOICES = {
     "classifier": ("svm", "dnn", "svmDnnRefined"),
     "imagesSplitBy": ("filename", "subdir"),
     "rf_device": ("auto", "cuda", "cpu"),
+    "rf_augmentation": ("standard", "dihedral"),
     "run_engine": ("auto", "onnxruntime", "torch"),
 }
 

@@ -48,7 +48,7 @@ def fine_tune(P, paths, split, meta, tracker):
     config = refine.RefineConfig(
         input_size=size, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
         momentum=P.rf_momentumPerMb, weight_decay=P.rf_l2RegWeight, batch_size=P.rf_mbSize,
-        freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet,
+        freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet, augmentation=P.rf_augmentation,
         max_train_images=P.rf_maxTrainImages, device=P.rf_device, num_workers=P.rf_numWorkers, seed=P.randomSeed)
     device = refine.resolve_device(P.rf_device)
     fit_rows, val_rows = dataset.validation_subset(split["train"], labels, P.rf_valFraction, P.randomSeed)

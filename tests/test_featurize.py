@@ -76,6 +76,25 @@ def test_iter_batches_keeps_order_and_bounds_prefetch():
     assert peak <= 8 * 2 + 8
 
 
+def test_dihedral_augmentation_turns_and_flips_and_standard_does_not():
+    """An image whose corners differ: over many draws, 'dihedral' puts its bright corner in all four corners,
+    'standard' (horizontal flips only) in two."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:16, :16] = 255  # top-left bright
+    corners = {}
+    for augmentation in presets.AUGMENTATIONS:
+        transform, seen = presets.train_transform(64, augmentation), set()
+        torch.manual_seed(0)
+        for _ in range(80):
+            out = transform(image).numpy()[..., 0].astype(float)
+            quads = [out[:24, :24].mean(), out[:24, -24:].mean(), out[-24:, :24].mean(), out[-24:, -24:].mean()]
+            seen.add(int(np.argmax(quads)))
+        corners[augmentation] = seen
+    assert corners["dihedral"] == {0, 1, 2, 3} and corners["standard"] <= {0, 1}
+    with pytest.raises(ValueError, match="augmentation must be one of"):
+        presets.train_transform(64, "mirror")
+
+
 def test_eval_preprocess_resizes_whole_image_to_uint8():
     rgb = np.zeros((30, 60, 3), np.uint8)
     rgb[:, 30:] = 200  # right half bright: stays the right half, nothing cropped
@@ -95,8 +114,9 @@ def test_normalize_layer_matches_backbone_convention():
     torch.testing.assert_close(out.flatten(), torch.tensor([1.0, 0.0, -127 / 128]))
 
 
-def test_train_transform_output():
-    out = presets.train_transform(48)(np.full((60, 80, 3), 9, np.uint8))
+@pytest.mark.parametrize("augmentation", presets.AUGMENTATIONS)
+def test_train_transform_output(augmentation):
+    out = presets.train_transform(48, augmentation)(np.full((60, 80, 3), 9, np.uint8))
     assert isinstance(out, torch.Tensor) and out.shape == (48, 48, 3) and out.dtype == torch.uint8
 
 

@@ -2,7 +2,6 @@
 decode, and splitting them into training and test sets per class."""
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .artifacts import text_digest
 from .errors import DatasetError
 from .images import ImageError, is_ignored, list_files, read_image
 from .layout import DEDICATED_TEST
@@ -113,7 +113,7 @@ def _group_key(path: Path, class_dir: Path, split_by: str) -> str:
 def _group_rank(seed: int, label: str, key: str) -> str:
     # A hash, not a shared rng: a group's place depends only on itself, so adding images or classes, or listing the
     # files in another order, never reshuffles the others.
-    return hashlib.blake2b(f"{seed}:{label}/{key}".encode("utf-8"), digest_size=16).hexdigest()
+    return text_digest([seed, label, key])
 
 
 def split_class(files: list[Path], class_dir: Path, ratio_train: float, seed: int, split_by: str = "filename", *,

@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import file_digest, load_json, load_npz, save_json, save_npz
+from .artifacts import content_digest, file_digest, load_json, load_npz, save_json, save_npz
 from .errors import BadParameter
 from .images import ImageError, read_image
 from .presets import eval_preprocess
@@ -106,8 +106,6 @@ def save_features(path: Path, features: np.ndarray, image_paths: list[str], labe
                   feature_key: str, provenance: dict) -> None:
     """``features.npz``: one row per image (vector, relative path, label id, 'train' or 'test'), the model's feature
     key, its provenance, and a digest of its content (its identity for the artifacts made from it)."""
-    from .provenance import content_digest
-
     arrays = {"features": np.asarray(features, np.float32), "paths": np.array(image_paths, dtype=str),
               "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
     save_npz(path, **arrays, feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),

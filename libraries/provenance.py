@@ -35,8 +35,9 @@ def result_parameters(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in NOT_RESULT_PARAMETERS}
 
 
-def is_refined(params: dict) -> bool:
-    return params["classifier"] != "svm"
+def is_refined(classifier: str) -> bool:
+    """Whether ``classifier`` uses a refined DNN ('dnn', 'svmDnnRefined') rather than the fixed pretrained one."""
+    return classifier != "svm"
 
 
 def step_parameters(params: dict, step: str) -> dict:
@@ -44,7 +45,7 @@ def step_parameters(params: dict, step: str) -> dict:
     if step == "split":
         return {k: params[k] for k in SPLIT_PARAMETERS}
     if step == "model":
-        chosen = {"refined": is_refined(params), **{k: params[k] for k in FIXED_MODEL_PARAMETERS}}
+        chosen = {"refined": is_refined(params["classifier"]), **{k: params[k] for k in FIXED_MODEL_PARAMETERS}}
         if chosen["refined"]:
             chosen.update({k: v for k, v in result_parameters(params).items() if k.startswith("rf_")})
             chosen["randomSeed"] = params["randomSeed"]
@@ -60,8 +61,7 @@ def step_parameters(params: dict, step: str) -> dict:
 
 def step_inputs(step: str, classifier: str) -> tuple[str, ...]:
     """The steps whose artifacts ``step`` reads, for ``classifier``."""
-    refined = classifier != "svm"
-    return {"split": (), "model": ("split",) if refined else (), "features": ("split", "model"),
+    return {"split": (), "model": ("split",) if is_refined(classifier) else (), "features": ("split", "model"),
             "svm": ("features",), "evaluation": ("features", "model" if classifier == "dnn" else "svm")}[step]
 
 
@@ -81,23 +81,11 @@ def identity(path: Path) -> str:
     return file_digest(path)
 
 
-def content_digest(**arrays: np.ndarray) -> str:
-    """A digest of arrays' contents (for .npz files, whose bytes also hold write times)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        h.update(name.encode() + str(array.dtype).encode() + str(array.shape).encode())
-        h.update(array.tobytes())
-    return h.hexdigest()
-
-
-def record(step: str, params: dict, paths: DatasetPaths, classifier: str | None = None) -> dict:
+def record(step: str, params: dict, paths: DatasetPaths) -> dict:
     """The provenance of a ``step`` artifact made now, from ``params`` and the current input artifacts."""
-    classifier = classifier or params["classifier"]
+    inputs = step_inputs(step, params["classifier"])
     return {"step": step, "parameters": step_parameters(params, step),
-            "inputs": {artifact(paths, s).name: identity(artifact(paths, s)) for s in step_inputs(step, classifier)}}
+            "inputs": {artifact(paths, s).name: identity(artifact(paths, s)) for s in inputs}}
 
 
 def read(path: Path) -> dict | None:

@@ -20,7 +20,7 @@ def main():
     provenance.check_chain(paths, params, upto="model")
     split = load_json(paths.split)
     spec = get_backbone(P.rf_pretrainedModel)
-    refined = provenance.is_refined(params)
+    refined = provenance.is_refined(P.classifier)
     meta = model_io.describe(P.rf_pretrainedModel, P.rf_inputResolution, P.rf_pretrainedWeights,
                              provenance.record("model", params, paths), labels=split["labels"] if refined else None)
 

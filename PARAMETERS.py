@@ -28,21 +28,26 @@ rf_pretrainedModel: str = "efficientnet_lite0"  # backbone: 'efficientnet_lite0'
 rf_pretrainedWeights: str | None = None  # optional local ImageNet weights file (.pth state dict); needed for ResNets when offline
 rf_inputResolution: int | None = None  # width and height, in pixels, of the images the DNN sees; None: the backbone's own (Lite0 224, Lite1 240, Lite2 260, ResNets 224)
 rf_valFraction: float = 0.15  # fraction of each class's training images held out to watch refinement and keep its best epoch (the test set is never seen before script 5); 0 keeps the last epoch
-rf_dropoutRate: float = 0.5  # dropout rate before the new classification layer
-rf_mbSize: int = 16  # minibatch size during refinement
-rf_maxEpochs: int = 45  # number of refinement epochs
+rf_dropoutRate: float = 0.2  # dropout rate before the new classification layer
+rf_mbSize: int = 32  # minibatch size during refinement
+rf_maxEpochs: int = 15  # number of refinement epochs
 rf_maxTrainImages: int | None = None  # at most this many training images per epoch; None means all
-rf_lrPerMb: list = [0.01] * 20 + [0.001] * 20 + [0.0001]  # learning rate of each epoch (per epoch, despite the sample's name); the last value repeats
-rf_momentumPerMb: float = 0.9  # SGD momentum
-rf_l2RegWeight: float = 0.0005  # SGD weight decay (L2 regularisation)
-rf_boFreezeWeights: bool = False  # train only the new classification layer, keep the pretrained layers fixed
-rf_augmentation: str = "standard"  # training augmentation: 'standard' (crop, horizontal flip, colour jitter) or 'dihedral' (also vertical flips and quarter turns, for images with no natural up: cells, textures, micrographs)
-rf_boBalanceTrainingSet: bool = False  # sample the training images so that each class is seen equally often
+rf_optimizer: str = "adamw"  # 'adamw' (decoupled weight decay rf_l2RegWeight) or 'sgd' (momentum rf_momentumPerMb, L2 weight decay rf_l2RegWeight; the original sample's, with rf_learningRate about 0.02 and rf_l2RegWeight 0.0005)
+rf_learningRate: float = 0.001  # peak learning rate: it warms up over the first epoch, then follows a cosine down to zero at the last step
+rf_lrPerMb: list | None = None  # instead of that schedule, one learning rate per epoch (per epoch, despite the sample's name), the last value repeating, e.g. [0.01] * 20 + [0.001] * 20
+rf_momentumPerMb: float = 0.9  # SGD momentum (rf_optimizer='sgd' only)
+rf_l2RegWeight: float = 0.05  # weight decay: decoupled for AdamW (0.05), L2 regularisation for SGD (0.0005 there)
+rf_labelSmoothing: float = 0.1  # label smoothing of the training loss: targets of 1 - x for the class and x spread over all classes
+rf_trainLastBlocks: int | None = 13  # train only the backbone's last N blocks (Lite0 has 18: stem, 16 MBConv blocks, last convolution), keeping the others and their batch-norm statistics as pretrained; None trains all
+rf_boFreezeWeights: bool = False  # train only the new classification layer, keep the whole backbone fixed (the same as rf_trainLastBlocks=0)
+rf_augmentation: str = "dihedral"  # training augmentation: 'dihedral' (crop, colour jitter, flips and quarter turns: for images with no natural up, like the demo's cells, textures, micrographs) or 'standard' (crop, horizontal flip, colour jitter: for photos of things that have an up)
+rf_boBalanceTrainingSet: bool = True  # sample the training images so that each class is seen equally often (False: as they come)
 rf_device: str = "auto"  # 'auto' (CUDA with mixed precision when a GPU is there, else CPU), 'cuda' or 'cpu'
-rf_numWorkers: int | None = None  # image-loading processes during refinement; None means one per CPU core, at most 8
+rf_numWorkers: int | None = None  # image-loading processes during refinement; None: one fewer than the CPU cores (at least 1, at most 8), so that loading does not take a core from training
 
 # ---- Featurization and SVM (scripts 3 and 4) --------------------------------------------------
 run_mbSize: int = 64  # minibatch size when featurizing images
+run_tta: str = "flip"  # test-time augmentation: 'none', 'flip' (mean of the image and its mirror image) or 'dihedral' (mean of its 8 flips and quarter turns, for images with no natural up); the exported model does the same, at 2x or 8x the cost
 run_engine: str = "auto"  # 'auto' (CUDA torch on a GPU, else onnxruntime), 'onnxruntime' or 'torch'
 svm_boL2Normalize: bool = True  # L2-normalise the DNN features before the SVM
 svm_CVals: list = [1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100]  # SVM regularisation values C to try

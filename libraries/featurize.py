@@ -79,25 +79,25 @@ def choose_engine(requested: str = "auto") -> str:
         return "cpu"
 
 
-def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: str = "auto"):
-    """The engine that featurizes with the model of ``model_meta``: torch on a GPU (or when asked for), else
-    onnxruntime on the network exported to ``onnx_path``. The export is kept, with ``onnx_meta`` naming the
-    model's feature key, and redone only when the model changes."""
+def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: str = "auto", tta: str = "none"):
+    """The engine that featurizes with the model of ``model_meta`` and test-time augmentation ``tta``: torch on a
+    GPU (or when asked for), else onnxruntime on the network exported to ``onnx_path``. The export is kept, with
+    ``onnx_meta`` naming the model's feature key, and redone only when the model or ``tta`` changes."""
     from .backbones import FeatureExtractor
     from .model_io import feature_key, load_model
     from .onnx_export import export_onnx
 
     kind = choose_engine(requested)
     model, meta = load_model(model_meta)
-    extractor = FeatureExtractor(model).eval()
+    extractor = FeatureExtractor(model, tta).eval()
     if kind != "onnxruntime":
         return TorchEngine(extractor, device="cuda" if kind == "cuda" else "cpu")
-    key = feature_key(meta)
+    key = feature_key(meta, tta)
     onnx_path, onnx_meta = Path(onnx_path), Path(onnx_meta)
     if not (onnx_path.is_file() and onnx_meta.is_file() and load_json(onnx_meta).get("feature_key") == key
             and load_json(onnx_meta).get("onnx_digest") == file_digest(onnx_path)):
         export_onnx(extractor, onnx_path, meta["input_size"])
-        save_json(onnx_meta, {"feature_key": key, "backbone": meta["backbone"], "input_size": meta["input_size"],
+        save_json(onnx_meta, {"feature_key": key, "backbone": meta["backbone"], "input_size": meta["input_size"], "tta": tta,
                               "onnx_digest": file_digest(onnx_path)})
     return OnnxEngine(onnx_path)
 

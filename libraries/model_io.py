@@ -67,10 +67,11 @@ def load_model(meta_path: Path, dropout: float = 0.0) -> tuple[Classifier, dict]
     return model.eval(), meta
 
 
-def feature_key(meta: dict) -> str:
-    """What the features of an image depend on, besides the image itself."""
+def feature_key(meta: dict, tta: str = "none") -> str:
+    """What the features of an image depend on, besides the image itself: the model, the preprocessing and the
+    test-time augmentation."""
     return text_digest([meta["backbone"], meta["input_size"], meta["weights_digest"], meta["mean"], meta["std"],
-                        PREPROCESSING_VERSION])
+                        PREPROCESSING_VERSION, tta])
 
 
 def up_to_date(paths: DatasetPaths, params: dict) -> dict | None:

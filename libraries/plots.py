@@ -13,7 +13,8 @@ def refine_errors(history: list[dict], kept_epoch: int | None = None):
     """Training and validation error per epoch, with the epoch whose weights were kept."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [100 * h["train_error"] for h in history], "o-", label="training error")
+    # measured on the batches as trained on: augmented, class-balanced, with dropout; so it can lie above validation
+    ax.plot(epochs, [100 * h["train_error"] for h in history], "o-", label="training error (augmented batches)")
     if any("val_error" in h for h in history):
         ax.plot(epochs, [100 * h.get("val_error", np.nan) for h in history], "s-", label="validation error")
     if kept_epoch is not None:

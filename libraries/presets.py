@@ -4,7 +4,7 @@ Host side (here): the decoded image is resized whole to ``size`` x ``size`` (asp
 cropped away, as in the original sample) and handed over as uint8 RGB, (size, size, 3). Network side: the
 first layer of every model (``backbones.Normalize``) turns uint8 into ``(pixel - mean) / std`` with the
 backbone's own mean and std, so torch, the exported ONNX graph and the web service all normalise the same way.
-Training replaces the resize with a random resized crop, a horizontal flip and colour jitter.
+Training resizes to ``train_load_size`` and then takes a random resized crop, a horizontal flip and colour jitter.
 """
 from __future__ import annotations
 
@@ -52,11 +52,20 @@ class RandomQuarterTurn:
         return torch.rot90(image, int(torch.randint(4, ())), dims=(-2, -1))
 
 
-AUGMENTATIONS = ("standard", "dihedral")
+AUGMENTATIONS = ("standard", "dihedral")  # train-time augmentation presets (rf_augmentation)
+TTA_MODES = ("none", "flip", "dihedral")  # test-time augmentation (run_tta): the views are backbones.test_time_views
+CROP_SCALE = (0.6, 1.0)  # the area range of the random crops, as a fraction of the image
+
+
+def train_load_size(size: int) -> int:
+    """Training images are first resized to this square size (decoded once and kept in memory where they fit),
+    then cropped at random and resized to ``size``: 8/7 of it, as for the usual 256 -> 224."""
+    return round(size * 8 / 7)
 
 
 def train_transform(size: int, augmentation: str = "standard"):
-    """Train-time augmentation: (H, W, 3) uint8 array -> (size, size, 3) uint8 tensor, like ``eval_preprocess``.
+    """Train-time augmentation: (H, W, 3) uint8 array (``train_load_size`` square) -> (size, size, 3) uint8
+    tensor, like ``eval_preprocess``.
 
     - ``standard``: a random resized crop, a horizontal flip and colour jitter (photos of things with an up);
     - ``dihedral``: the same, plus a vertical flip and quarter turns, for images with no natural orientation
@@ -69,7 +78,7 @@ def train_transform(size: int, augmentation: str = "standard"):
     turns = [v2.RandomVerticalFlip(), RandomQuarterTurn()] if augmentation == "dihedral" else []
     return v2.Compose([
         v2.ToImage(),
-        v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+        v2.RandomResizedCrop(size, scale=CROP_SCALE, antialias=True),
         v2.RandomHorizontalFlip(),
         *turns,
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),

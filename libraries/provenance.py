@@ -51,7 +51,7 @@ def step_parameters(params: dict, step: str) -> dict:
             chosen["randomSeed"] = params["randomSeed"]
         return chosen
     if step == "features":
-        return {}
+        return {"run_tta": params.get("run_tta", "none")}
     if step == "svm":
         return {k: params[k] for k in SVM_PARAMETERS}
     if step == "evaluation":

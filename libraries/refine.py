@@ -1,17 +1,22 @@
-"""Fine-tuning a Classifier end to end (or only its head), with checkpoints that let a killed run resume.
+"""Fine-tuning a Classifier end to end (or only its last blocks), with checkpoints that let a killed run resume.
 
 It watches a validation set (training images held out from training; the test set is never seen before script 5)
 and keeps the weights of the epoch that did best on it.
 
-SGD with momentum and weight decay, one learning rate per epoch (the last repeating), dropout before the new
-head, optional freezing of the pretrained layers and class-balanced sampling, train-time augmentation from
-``presets``. CUDA with mixed precision when asked for, the CPU otherwise.
+The recipe: AdamW (or SGD with momentum) with weight decay; a learning rate that warms up over the first epoch
+and then follows a cosine down to zero (or, when ``lr_per_epoch`` is given, one rate per epoch, as in the
+original sample); label smoothing; class-balanced sampling; dropout before the new head; train-time augmentation from
+``presets``; optionally only the last N blocks of the backbone trained (the others, batch-norm statistics
+included, stay as pretrained). Images are decoded and shrunk once and kept in memory when they fit. CUDA with
+mixed precision when asked for, the CPU otherwise.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 from functools import partial
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,26 +29,58 @@ from .artifacts import save_torch
 from .backbones import Classifier
 from .errors import BadParameter
 from .images import ImageError, read_image
-from .presets import eval_preprocess, train_transform
+from .presets import eval_preprocess, resize_square, train_load_size, train_transform
+
+CACHE_BUDGET_BYTES = 2 * 1024 ** 3  # decoded training and validation images are kept in memory up to this size
 
 
 class ImageListDataset(Dataset):
-    """(path, label id) pairs; an image that fails to decode yields None, which ``collate`` drops."""
+    """(path, label id) pairs -> (transformed image, label id). Each image is decoded and brought to a fixed
+    square size by ``prepare`` (the same whether or not it is cached), then ``transform`` runs on it. An image
+    that fails to decode yields None, which ``collate`` drops."""
 
-    def __init__(self, items: list[tuple[Path, int]], transform: Callable, min_size: int):
-        self.items, self.transform, self.min_size = items, transform, min_size
+    def __init__(self, items: list[tuple[Path, int]], prepare: Callable, transform: Callable, min_size: int):
+        self.items, self.prepare, self.transform, self.min_size = items, prepare, transform, min_size
+        self.cache: list | None = None
 
     def __len__(self):
         return len(self.items)
 
-    def __getitem__(self, index):
-        path, label = self.items[index]
+    def load(self, index):
+        if self.cache is not None:
+            return self.cache[index]
         try:
-            image = read_image(path, min_size=self.min_size)
+            return self.prepare(read_image(self.items[index][0], min_size=self.min_size))
         except ImageError:
             return None
-        x = self.transform(image)
-        return (torch.as_tensor(x), label)
+
+    def __getitem__(self, index):
+        image = self.load(index)
+        if image is None:
+            return None
+        return (torch.as_tensor(self.transform(image)), self.items[index][1])
+
+    def fill_cache(self, workers: int, desc: str, progress: bool = True) -> None:
+        """Decode every image once, with ``workers`` processes, and keep it (None where it cannot be read)."""
+        # its own generator: iterating a loader draws a seed, which must not move the global one that augments
+        loader = DataLoader(_Loads(self), batch_size=None, num_workers=workers, collate_fn=_as_is,  # arrays stay arrays
+                            generator=torch.Generator().manual_seed(0))
+        self.cache = list(tqdm(loader, total=len(self), desc=desc, unit="img", disable=not progress, leave=False))
+
+
+def _as_is(item):
+    return item  # a named function, not a lambda, so that spawned loader processes can unpickle it
+
+
+class _Loads(Dataset):
+    def __init__(self, dataset: ImageListDataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset.load(index)
 
 
 def collate(batch):
@@ -55,19 +92,37 @@ def collate(batch):
 
 @dataclass
 class RefineConfig:
+    """How to refine: the rf_* parameters (``from_parameters``), under the names this module uses."""
     input_size: int
-    epochs: int = 45
-    lr_per_epoch: list = field(default_factory=lambda: [0.01] * 20 + [0.001] * 20 + [0.0001])
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    batch_size: int = 16
-    freeze_backbone: bool = False
-    balance_classes: bool = False
-    augmentation: str = "standard"
+    epochs: int
+    optimizer: str  # 'adamw' (weight_decay is decoupled) or 'sgd' (with momentum; weight_decay is L2)
+    lr: float  # peak rate of the warm-up + cosine schedule
+    lr_per_epoch: list | None  # one rate per epoch (the last repeating) instead of the schedule
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    label_smoothing: float
+    train_blocks: int | None  # train only the last N blocks of the backbone (0: only the new head); None: all
+    balance_classes: bool
+    augmentation: str
     max_train_images: int | None = None
     device: str = "auto"
     num_workers: int | None = None
+    cache_images: bool = True  # keep the decoded images in memory when they fit CACHE_BUDGET_BYTES (same results)
     seed: int = 0
+
+    @classmethod
+    def from_parameters(cls, params: dict, input_size: int, **overrides) -> "RefineConfig":
+        """The configuration that the pipeline's parameters (PARAMETERS.py and --set) describe."""
+        p = params
+        return cls(**{**dict(
+            input_size=input_size, epochs=p["rf_maxEpochs"], optimizer=p["rf_optimizer"], lr=p["rf_learningRate"],
+            lr_per_epoch=p["rf_lrPerMb"], momentum=p["rf_momentumPerMb"], weight_decay=p["rf_l2RegWeight"],
+            batch_size=p["rf_mbSize"], label_smoothing=p["rf_labelSmoothing"],
+            train_blocks=0 if p["rf_boFreezeWeights"] else p["rf_trainLastBlocks"],
+            balance_classes=p["rf_boBalanceTrainingSet"], augmentation=p["rf_augmentation"],
+            max_train_images=p["rf_maxTrainImages"], device=p["rf_device"], num_workers=p["rf_numWorkers"],
+            seed=p["randomSeed"]), **overrides})
 
 
 def seed_everything(seed: int) -> None:
@@ -91,6 +146,48 @@ def resolve_device(requested: str) -> torch.device:
 def learning_rate(schedule: list[float], epoch: int) -> float:
     """The rate of a 0-based epoch; the last value of the schedule repeats."""
     return float(schedule[min(epoch, len(schedule) - 1)])
+
+
+def scheduled_rate(config: RefineConfig, progress: float) -> float:
+    """The learning rate at ``progress`` epochs into training (a float: 2.5 is halfway through the third epoch).
+    With ``lr_per_epoch`` it is that epoch's rate; otherwise a linear warm-up over the first epoch (or the
+    first tenth of training, if shorter) to ``lr``, then a cosine down to zero at the last step."""
+    if config.lr_per_epoch:
+        return learning_rate(config.lr_per_epoch, int(progress))
+    warmup = min(1.0, config.epochs / 10)
+    if progress < warmup:
+        return config.lr * (progress + 1e-3) / warmup
+    done = (progress - warmup) / max(config.epochs - warmup, 1e-9)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+
+def make_optimizer(config: RefineConfig, parameters: list) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=scheduled_rate(config, 0), weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=scheduled_rate(config, 0), momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    raise BadParameter(f"rf_optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+
+
+def default_workers(requested: int | None) -> int:
+    """Image-loading processes: as asked, else one fewer than the CPU cores (at least 1, at most 8), so that on
+    a small machine the loader does not take cores from training."""
+    if requested is not None:
+        return requested
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
+
+
+def freeze_early_blocks(model: Classifier, train_blocks: int | None) -> list[torch.nn.Module]:
+    """Keep all but the last ``train_blocks`` blocks of the backbone as pretrained (None: train everything);
+    returns the frozen modules, which must stay in eval mode so that their batch-norm statistics stay too."""
+    if train_blocks is None:
+        return []
+    blocks = model.trunk_blocks()
+    frozen = [module for group in blocks[:max(0, len(blocks) - train_blocks)] for module in group]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
 
 
 def make_sampler(labels: np.ndarray, balance: bool, max_images: int | None, generator: torch.Generator):
@@ -130,18 +227,24 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
            config: RefineConfig, checkpoint_path: Path | None = None, config_key: str = "",
            on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> tuple[list[dict], int]:
     """Train ``model`` in place on ``train_items``, watching ``val_items`` (images it does not train on; never the
-    test set). Returns the per-epoch history (train error and loss, validation error and loss, learning rate) and
-    the epoch whose weights ``model`` holds at the end: the best by validation, or the last without validation images.
+    test set). Returns the per-epoch history (train error and loss, validation error and loss, learning rate,
+    seconds) and the epoch whose weights ``model`` holds at the end: the best by validation, or the last without
+    validation images.
 
     After each epoch a checkpoint is written atomically; a later call with the same ``config_key`` resumes from it.
     """
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     amp = device.type == "cuda"
-    workers = config.num_workers if config.num_workers is not None else min(8, os.cpu_count() or 1)
+    workers = default_workers(config.num_workers)
     size = config.input_size
-    train_set = ImageListDataset(train_items, train_transform(size, config.augmentation), size)
-    val_set = ImageListDataset(val_items, partial(eval_preprocess, size=size), size)
+    load_size = train_load_size(size)
+    train_set = ImageListDataset(train_items, partial(resize_square, size=load_size),
+                                 train_transform(size, config.augmentation), load_size)
+    val_set = ImageListDataset(val_items, partial(eval_preprocess, size=size), _as_is, size)
+    if config.cache_images and (len(train_items) * load_size ** 2 + len(val_items) * size ** 2) * 3 <= CACHE_BUDGET_BYTES:
+        train_set.fill_cache(workers, "decoding training images", progress)
+        val_set.fill_cache(workers, "decoding validation images", progress)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(np.array([label for _, label in train_items]), config.balance_classes,
                            config.max_train_images, generator)
@@ -150,17 +253,14 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
     train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=False, **loader_args)
     val_loader = DataLoader(val_set, batch_size=config.batch_size * 2, shuffle=False, **loader_args) if val_items else None
 
-    if config.freeze_backbone:
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
+    frozen = freeze_early_blocks(model, config.train_blocks)
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=learning_rate(config.lr_per_epoch, 0), momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config, trainable)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     history, start, best, best_state = [], 0, None, None
     if checkpoint_path and Path(checkpoint_path).is_file():
@@ -176,17 +276,20 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
             best = next((h for h in history if h["epoch"] == state.get("best_epoch")), None)
             print(f"resuming refinement after epoch {start} of {config.epochs} from {checkpoint_path}")
 
+    steps = max(len(train_loader), 1)
     for epoch in range(start, config.epochs):
-        lr = learning_rate(config.lr_per_epoch, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        began = time.perf_counter()
         model.train()
-        if config.freeze_backbone:
-            model.backbone.eval()  # keep the pretrained batch-norm statistics too
+        for module in frozen:
+            module.eval()  # the pretrained batch-norm statistics of frozen blocks stay as they are
         wrong = seen = 0
         loss_sum = 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs} (lr {lr:g})", unit="batch", disable=not progress, leave=False)
-        for batch in bar:
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        lr = scheduled_rate(config, epoch)
+        for step, batch in enumerate(bar):
+            lr = scheduled_rate(config, epoch + step / steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             if batch is None:
                 continue
             x, y = batch
@@ -201,19 +304,22 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
             wrong += int((logits.argmax(1) != y).sum())
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1), "train_error": wrong / max(seen, 1)}
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2g}")
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+                  "train_error": wrong / max(seen, 1)}
         if val_loader is not None:
             record["val_error"], record["val_loss"] = evaluate(model, val_loader, device, amp)
+        record["seconds"] = time.perf_counter() - began
         history.append(record)
         note = ""
         if val_loader is not None and is_better(record, best):
             best = record
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             note = "  <- best so far"
-        print(f"epoch {record['epoch']:>3}/{config.epochs}: lr {lr:g}, train loss {record['train_loss']:.4f}, "
+        print(f"epoch {record['epoch']:>3}/{config.epochs}: train loss {record['train_loss']:.4f}, "
               f"train error {record['train_error']:.2%}"
-              + (f", validation error {record['val_error']:.2%}, loss {record['val_loss']:.4f}{note}" if val_loader else ""))
+              + (f", validation error {record['val_error']:.2%}, loss {record['val_loss']:.4f}" if val_loader else "")
+              + f" ({eta(history, config.epochs)}){note}", flush=True)
         if checkpoint_path:
             save_torch(checkpoint_path, {"config_key": config_key, "epoch": epoch + 1, "history": history,
                                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -229,3 +335,15 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
         kept = best["epoch"]
     model.eval()
     return history, kept
+
+
+def eta(history: list[dict], epochs: int) -> str:
+    """'<this epoch's time>, about <estimate> left', from the mean time of the epochs run so far."""
+    took = [h["seconds"] for h in history if "seconds" in h]
+    left = (epochs - len(history)) * (sum(took) / len(took)) if took else 0.0
+    return f"{_minutes(took[-1] if took else 0.0)}" + (f", about {_minutes(left)} left" if len(history) < epochs else "")
+
+
+def _minutes(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -9,13 +9,16 @@ import typing
 from pathlib import Path
 
 from .errors import BadParameter, UserError
+from .presets import AUGMENTATIONS, TTA_MODES
 
 CHOICES = {
     "classifier": ("svm", "dnn", "svmDnnRefined"),
     "imagesSplitBy": ("filename", "subdir"),
     "rf_device": ("auto", "cuda", "cpu"),
-    "rf_augmentation": ("standard", "dihedral"),
+    "rf_augmentation": AUGMENTATIONS,
+    "rf_optimizer": ("sgd", "adamw"),
     "run_engine": ("auto", "onnxruntime", "torch"),
+    "run_tta": TTA_MODES,
 }
 
 
@@ -94,8 +97,15 @@ def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
     if params.get("rf_inputResolution") is not None and params["rf_inputResolution"] < 32:
         raise BadParameter(f"rf_inputResolution must be at least 32 pixels (or None for the backbone's own size), "
                            f"got {params['rf_inputResolution']}")
-    if "rf_lrPerMb" in params and (not params["rf_lrPerMb"] or not all(_matches(v, float) for v in params["rf_lrPerMb"])):
-        raise BadParameter(f"rf_lrPerMb must be a non-empty list of numbers, got {params['rf_lrPerMb']!r}")
+    if params.get("rf_lrPerMb") is not None and (not params["rf_lrPerMb"] or not all(_matches(v, float) for v in params["rf_lrPerMb"])):
+        raise BadParameter(f"rf_lrPerMb must be None (the warm-up + cosine schedule) or a non-empty list of numbers, "
+                           f"got {params['rf_lrPerMb']!r}")
+    if "rf_learningRate" in params and not params["rf_learningRate"] > 0:
+        raise BadParameter(f"rf_learningRate must be positive, got {params['rf_learningRate']}")
+    if "rf_labelSmoothing" in params and not 0 <= params["rf_labelSmoothing"] < 1:
+        raise BadParameter(f"rf_labelSmoothing must lie in [0, 1), got {params['rf_labelSmoothing']}")
+    if params.get("rf_trainLastBlocks") is not None and params["rf_trainLastBlocks"] < 0:
+        raise BadParameter(f"rf_trainLastBlocks must be None (train all) or at least 0, got {params['rf_trainLastBlocks']}")
     if "svm_CVals" in params and (not params["svm_CVals"] or not all(_matches(v, float) and v > 0 for v in params["svm_CVals"])):
         raise BadParameter(f"svm_CVals must be a non-empty list of positive numbers, got {params['svm_CVals']!r}")
     if "rf_valFraction" in params and not 0 <= params["rf_valFraction"] < 1:

@@ -2,10 +2,12 @@
 
 - classifier 'svm': the pretrained backbone is used as it is (fast, no GPU needed); only model.json is written.
 - classifier 'dnn' or 'svmDnnRefined': the backbone gets a new head for our classes and is fine-tuned with the
-  rf_* parameters, on CUDA with mixed precision when a GPU is there, else on the CPU. rf_valFraction of the
-  training images are held out as a validation set, and the epoch that does best on it is kept; the test set
-  is never read here. A checkpoint is written after each epoch, and a killed run resumes from it. Writes
-  model.pt (state dict), model.json and refine_errors.png (training and validation error per epoch).
+  rf_* parameters (by default its last 13 blocks, AdamW with warm-up and cosine decay, label smoothing,
+  class-balanced sampling, dihedral augmentation), on CUDA with mixed precision when a GPU is there, else on
+  the CPU. rf_valFraction of the training images are held out as a validation set, and the epoch that does
+  best on it is kept; the test set is never read here. A checkpoint is written after each epoch, and a killed
+  run resumes from it. Writes model.pt (state dict), model.json and refine_errors.png (training and validation
+  error per epoch).
 """
 import PARAMETERS
 from libraries import dataset, layout, model_io, plots, provenance, refine, settings
@@ -45,16 +47,15 @@ def fine_tune(P, paths, split, meta, tracker):
     labels, size = split["labels"], meta["input_size"]
     refine.seed_everything(P.randomSeed)  # the new head's initial weights too
     model = build_classifier(P.rf_pretrainedModel, len(labels), size, P.rf_pretrainedWeights, P.rf_dropoutRate)
-    config = refine.RefineConfig(
-        input_size=size, epochs=P.rf_maxEpochs, lr_per_epoch=P.rf_lrPerMb,
-        momentum=P.rf_momentumPerMb, weight_decay=P.rf_l2RegWeight, batch_size=P.rf_mbSize,
-        freeze_backbone=P.rf_boFreezeWeights, balance_classes=P.rf_boBalanceTrainingSet, augmentation=P.rf_augmentation,
-        max_train_images=P.rf_maxTrainImages, device=P.rf_device, num_workers=P.rf_numWorkers, seed=P.randomSeed)
+    config = refine.RefineConfig.from_parameters(vars(P), size)
     device = refine.resolve_device(P.rf_device)
     fit_rows, val_rows = dataset.validation_subset(split["train"], labels, P.rf_valFraction, P.randomSeed)
     print(f"refining {P.rf_pretrainedModel} at {size} px ({len(fit_rows)} training and {len(val_rows)} validation "
           f"images, {len(labels)} classes) for {P.rf_maxEpochs} epoch(s) on {device}"
           f"{' with mixed precision' if device.type == 'cuda' else ''}")
+    if P.rf_augmentation == "dihedral":
+        print("augmentation 'dihedral': random flips and quarter turns, for images with no natural up (like the demo's "
+              "cells); for photos of things that have an up, set rf_augmentation='standard'")
     to_items = lambda rows: [(paths.images / rel, label) for rel, label in rows]  # noqa: E731
     log_epoch = lambda record: tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])  # noqa: E731
     history, kept = refine.refine(model, to_items(fit_rows), to_items(val_rows), config, checkpoint_path=paths.checkpoint,

@@ -2,12 +2,13 @@
 
 Each image becomes its pooled penultimate vector (1280 numbers for EfficientNet-Lite0, 512 for ResNet-18/34,
 2048 for ResNet-50). Vectors are cached by image content and model, so a rerun after adding images featurizes
-only the new ones. Writes features.npz (features, paths, labels, subset) and the ONNX featurizer it ran.
+only the new ones. With run_tta 'flip' or 'dihedral', each vector is the mean over 2 or 8 flipped and turned
+views of the image (the exported model does the same). Writes features.npz (features, paths, labels, subset) and the ONNX featurizer it ran.
 """
 import PARAMETERS
 from libraries import featurize, layout, model_io, provenance, settings
 from libraries.artifacts import load_json
-from libraries.backbones import BACKBONES
+from libraries.backbones import BACKBONES, view_count
 
 
 def main():
@@ -17,11 +18,13 @@ def main():
     split = load_json(paths.split)
     meta = model_io.load_meta(paths.model_meta)
     rows = [(rel, label, "train") for rel, label in split["train"]] + [(rel, label, "test") for rel, label in split["test"]]
-    key = model_io.feature_key(meta)
+    key = model_io.feature_key(meta, P.run_tta)
     cache = featurize.FeatureCache(paths.feature_cache_file(key))
-    engine = featurize.make_engine(paths.model_meta, paths.featurizer_onnx, paths.featurizer_meta, P.run_engine)
+    engine = featurize.make_engine(paths.model_meta, paths.featurizer_onnx, paths.featurizer_meta, P.run_engine, P.run_tta)
 
-    print(f"featurizing {len(rows)} images with {meta['backbone']} at {meta['input_size']} px, engine: {engine.name}")
+    views = view_count(P.run_tta)
+    print(f"featurizing {len(rows)} images with {meta['backbone']} at {meta['input_size']} px, engine: {engine.name}"
+          + (f", averaging {views} views per image (run_tta={P.run_tta!r})" if views > 1 else ""))
     features, kept, failures = featurize.featurize([paths.images / rel for rel, _, _ in rows], engine,
                                                    meta["input_size"], cache, batch_size=P.run_mbSize)
     for path, reason in failures:

@@ -76,7 +76,9 @@ def chromium():
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    # tcmalloc, which `make test` preloads for torch, is not for Chromium (it brings its own allocator)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path, env=env), options=options)
     yield driver
     driver.quit()
 

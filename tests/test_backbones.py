@@ -88,3 +88,30 @@ def test_every_entry_builds_its_architecture_without_weights_at_its_native_size(
 def test_unknown_backbone():
     with pytest.raises(BackboneError, match="unknown backbone 'vgg'"):
         backbones.get_backbone("vgg")
+
+
+def test_test_time_views_are_the_flips_and_quarter_turns():
+    x = torch.arange(2 * 4 * 4 * 3, dtype=torch.uint8).view(2, 4, 4, 3)
+    assert len(backbones.test_time_views(x, "none")) == 1
+    flip = backbones.test_time_views(x, "flip")
+    assert len(flip) == 2 and torch.equal(flip[1], torch.flip(x, dims=(2,)))
+    views = backbones.test_time_views(x, "dihedral")
+    expected = [torch.rot90(x, k, dims=(1, 2)) for k in range(4)]
+    expected += [torch.flip(v, dims=(2,)) for v in expected]
+    assert len(views) == 8
+    assert sorted(v.flatten().tolist() for v in views) == sorted(v.flatten().tolist() for v in expected)  # the group D4
+    with pytest.raises(ValueError, match="test-time augmentation"):
+        backbones.view_count("rotate")
+
+
+def test_averaged_features_do_not_change_when_the_image_is_turned_or_flipped():
+    model = build_classifier("efficientnet_lite0", 2, 64).eval()  # ImageNet weights: features of a real size
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        dihedral = FeatureExtractor(model, "dihedral")
+        for turned in (torch.rot90(x, 1, dims=(1, 2)), torch.flip(x, dims=(1,))):
+            torch.testing.assert_close(dihedral(turned.contiguous()), dihedral(x), atol=1e-5, rtol=1e-4)
+        flip = FeatureExtractor(model, "flip")
+        torch.testing.assert_close(flip(torch.flip(x, dims=(2,))), flip(x), atol=1e-5, rtol=1e-4)
+        single = FeatureExtractor(model)
+        assert not torch.allclose(single(torch.rot90(x, 1, dims=(1, 2)).contiguous()), single(x), atol=1e-2, rtol=1e-2)

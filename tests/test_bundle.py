@@ -39,12 +39,13 @@ def test_bundle_reads_back_and_runs_the_same_head_as_evaluation(tiny):
     assert "calibrated probability" in read.meta["score"] and read.meta["raw_score"] == "SVM margin"
 
 
-def test_exported_graph_equals_the_torch_module(tmp_path):
+@pytest.mark.parametrize("tta", ["none", "dihedral"])
+def test_exported_graph_equals_the_torch_module(tmp_path, tta):
     from libraries.backbones import build_classifier
 
     classifier = build_classifier("efficientnet_lite0", 3, SIZE).eval()
     head = scoring.dnn_head(classifier.head)
-    deployed = export.DeployedModel(classifier, head)
+    deployed = export.DeployedModel(classifier, head, tta)
     bundle.write(tmp_path, deployed, ["a", "b", "c"], SIZE, {"classifier": "dnn"})
     x = batch(4)
     onnx_probabilities, onnx_raw = bundle.read(tmp_path).run(x)

@@ -48,9 +48,9 @@ def proc(data_dir):
     return data_dir / "proc" / "toy"
 
 
-def assert_deployed_model_matches_pipeline(data_dir, kind):
+def assert_deployed_model_matches_pipeline(data_dir, kind, tta="none"):
     """The bundle, read as the service reads it, gives script 5's test probabilities, and so does the torch
-    DeployedModel, within 1e-4; they sum to 1."""
+    DeployedModel, within 1e-4; they sum to 1. With test-time augmentation ``tta``, inside the graph."""
     from libraries import bundle, export, layout
     from libraries.artifacts import load_npz
     from libraries.featurize import load_and_preprocess
@@ -58,7 +58,8 @@ def assert_deployed_model_matches_pipeline(data_dir, kind):
 
     folder = proc(data_dir)
     deployed = bundle.read(folder)
-    assert deployed.meta["classifier"] == kind and deployed.labels == json.loads((folder / "split.json").read_text())["labels"]
+    assert deployed.meta["classifier"] == kind and deployed.meta["test_time_augmentation"] == tta
+    assert deployed.labels == json.loads((folder / "split.json").read_text())["labels"]
     expected = load_npz(folder / "test_scores.npz")
     batch = np.stack([load_and_preprocess(data_dir / "images" / "toy" / p, deployed.input_size) for p in expected["paths"]])
     onnx_probabilities = np.concatenate([deployed.run(batch[i:i + 3])[0] for i in range(0, len(batch), 3)])
@@ -66,8 +67,9 @@ def assert_deployed_model_matches_pipeline(data_dir, kind):
     np.testing.assert_allclose(onnx_probabilities.sum(axis=1), 1.0, atol=1e-5)
     paths = layout.DatasetPaths(data_dir, "toy")
     classifier, _ = load_model(paths.model_meta)
+    tta = deployed.meta["test_time_augmentation"]
     with torch.inference_mode():
-        torch_probabilities, _ = export.DeployedModel(classifier, export.load_head(paths, kind))(torch.from_numpy(batch))
+        torch_probabilities, _ = export.DeployedModel(classifier, export.load_head(paths, kind), tta)(torch.from_numpy(batch))
     np.testing.assert_allclose(onnx_probabilities, torch_probabilities.numpy(), atol=1e-4)
 
 
@@ -115,7 +117,7 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     for name in ("roc.png", "confusion_matrix.png", "svm_cv_accuracy.png", "svm.npz", "svm.json", "features.npz", "labels.json"):
         assert (proc(tmp_path) / name).stat().st_size > 0
     assert "exported the deployable bundle" in out
-    assert_deployed_model_matches_pipeline(tmp_path, "svm")
+    assert_deployed_model_matches_pipeline(tmp_path, "svm", "flip")  # the default test-time augmentation
 
     # step 6: the exported model behind gunicorn, called with the first test image, as `make demo` does
     from service_helpers import Gunicorn
@@ -159,7 +161,8 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
 @pytest.mark.slow
 def test_dnn_and_svm_on_refined_features(tmp_path):
     make_dataset(tmp_path / "images" / "toy", {"horizontal": 10, "vertical": 10, "checker": 10}, size=80)
-    dnn = FAST + ["classifier=dnn", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]", "rf_valFraction=0.25"]
+    dnn = FAST + ["classifier=dnn", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]", "rf_valFraction=0.25",
+                  "run_tta=flip"]
     run_script("1_prepareData.py", tmp_path, *dnn)
     out = run_script("2_refineDNN.py", tmp_path, *dnn).stdout
     assert "for 2 epoch(s) on cpu" in out and "epoch   2/2" in out
@@ -168,17 +171,19 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     state = torch.load(proc(tmp_path) / "model.pt", weights_only=True)
     assert state["head.weight"].shape == (3, 1280)
     assert (proc(tmp_path) / "refine_errors.png").is_file() and not (proc(tmp_path) / "refine_checkpoint.pt").exists()
-    run_script("3_runDNN.py", tmp_path, *dnn)
+    assert "averaging 2 views per image (run_tta='flip')" in run_script("3_runDNN.py", tmp_path, *dnn).stdout
     assert "no SVM to train" in run_script("4_trainSVM.py", tmp_path, *dnn).stdout
     run_script("5_evaluate.py", tmp_path, *dnn)
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "dnn" and set(metrics["per_class_accuracy"]) == {"checker", "horizontal", "vertical"}
-    assert_deployed_model_matches_pipeline(tmp_path, "dnn")
+    assert_deployed_model_matches_pipeline(tmp_path, "dnn", "flip")
 
     refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]",
-                      "rf_valFraction=0.25"]
+                      "rf_valFraction=0.25", "run_tta=dihedral"]
     assert "up to date" in run_script("2_refineDNN.py", tmp_path, *refined).stdout  # the same refined DNN serves both
-    run_script("3_runDNN.py", tmp_path, *refined)
+    # features made with flip TTA are refused for dihedral until script 3 reruns
+    assert_refused(run_script("4_trainSVM.py", tmp_path, *refined, check=False), "run_tta", "3_runDNN.py")
+    assert "averaging 8 views" in run_script("3_runDNN.py", tmp_path, *refined).stdout
     out = run_script("4_trainSVM.py", tmp_path, *refined).stdout
     # C and the calibration are chosen on the validation images, which the refined network never trained on
     assert "(on the 6 validation images the refined network did not train on)" in out
@@ -187,12 +192,12 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     run_script("5_evaluate.py", tmp_path, *refined)
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "svmDnnRefined" and metrics["overall_accuracy"] >= 0.6
-    assert_deployed_model_matches_pipeline(tmp_path, "svmDnnRefined")
+    assert_deployed_model_matches_pipeline(tmp_path, "svmDnnRefined", "dihedral")
 
     # the fixed model's features differ from the refined one's: switching back to 'svm' re-prepares, never mixes
     run_script("2_refineDNN.py", tmp_path, *FAST)
     run_script("3_runDNN.py", tmp_path, *FAST)
-    assert len(list((proc(tmp_path) / "feature_cache").glob("*.npz"))) == 2
+    assert len(list((proc(tmp_path) / "feature_cache").glob("*.npz"))) == 3  # refined flip, refined dihedral, fixed
 
 
 @pytest.mark.slow
@@ -323,7 +328,8 @@ def test_refinement_never_reads_the_test_set(tmp_path):
     outputs = {side: run_script("2_refineDNN.py", tmp_path / side, *sets).stdout for side in ("a", "b")}
     assert "12 training and 4 validation images" in outputs["a"]  # 16 training images, a quarter held out
     metas = {side: json.loads((tmp_path / side / "proc" / "toy" / "model.json").read_text()) for side in ("a", "b")}
-    assert metas["a"]["history"] == metas["b"]["history"] and metas["a"]["kept_epoch"] == metas["b"]["kept_epoch"]
+    results = lambda meta: [{k: v for k, v in h.items() if k != "seconds"} for h in meta["history"]]  # noqa: E731
+    assert results(metas["a"]) == results(metas["b"]) and metas["a"]["kept_epoch"] == metas["b"]["kept_epoch"]
     assert not set(metas["a"]["validation"]) & {rel for rel, _ in split["test"]}
     weights = {side: torch.load(tmp_path / side / "proc" / "toy" / "model.pt", weights_only=True) for side in ("a", "b")}
     for name, tensor in weights["a"].items():

@@ -17,9 +17,12 @@ def items(root):
 
 
 def config(**kw):
-    settings = dict(input_size=SIZE, epochs=1, lr_per_epoch=[0.01], batch_size=4,
-                    num_workers=0, device="cpu")
-    return refine.RefineConfig(**{**settings, **kw})
+    """PARAMETERS.py's recipe, shortened: one epoch of batches of 4 at a fixed rate, in this process."""
+    import PARAMETERS
+    from libraries.settings import module_parameters
+
+    settings = dict(epochs=1, lr_per_epoch=[0.01], batch_size=4, num_workers=0, device="cpu")
+    return refine.RefineConfig.from_parameters(module_parameters(PARAMETERS)[0], SIZE, **{**settings, **kw})
 
 
 def test_learning_rate_schedule_last_value_repeats():
@@ -93,9 +96,58 @@ def test_frozen_backbone_does_not_change(tmp_path):
     model = build_classifier("efficientnet_lite0", 2, SIZE)
     stem = model.backbone.net._conv_stem.weight.detach().clone()
     running = model.backbone.net._bn0.running_mean.clone()
-    refine.refine(model, items(tmp_path / "img"), [], config(freeze_backbone=True), progress=False)  # (history, kept)
+    refine.refine(model, items(tmp_path / "img"), [], config(train_blocks=0), progress=False)  # (history, kept)
     assert torch.equal(stem, model.backbone.net._conv_stem.weight)
     assert torch.equal(running, model.backbone.net._bn0.running_mean)
+
+
+def test_only_the_last_blocks_train_and_frozen_batch_norm_statistics_stay(tmp_path):
+    make_dataset(tmp_path / "img", {"h": 4, "v": 4}, size=64)
+    model = build_classifier("efficientnet_lite0", 2, SIZE)
+    blocks = model.trunk_blocks()
+    assert len(blocks) == 18  # stem, 16 MBConv blocks, last convolution
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    refine.refine(model, items(tmp_path / "img"), [], config(train_blocks=3, lr_per_epoch=[0.05]), progress=False)
+    after = model.state_dict()
+    names = {id(t): n for n, t in model.state_dict(keep_vars=True).items()}
+
+    def changed(group):
+        keys = [names[id(t)] for module in group for t in list(module.parameters()) + list(module.buffers())]
+        return [k for k in keys if not torch.equal(before[k], after[k]) and not k.endswith("num_batches_tracked")]
+
+    assert all(not changed(group) for group in blocks[:-3])  # weights and running statistics as pretrained
+    assert all(changed(group) for group in blocks[-3:])
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_the_image_cache_gives_the_same_refined_network(tmp_path):
+    make_dataset(tmp_path / "img", {"h": 4, "v": 4}, size=80)
+    data = items(tmp_path / "img")
+    weights = []
+    for cache in (True, False):
+        torch.manual_seed(0)
+        model = build_classifier("efficientnet_lite0", 2, SIZE)
+        history, _ = refine.refine(model, data[1:-1], [data[0], data[-1]], config(cache_images=cache), progress=False)
+        weights.append((model.state_dict(), history[0]["val_loss"]))
+    for name, tensor in weights[0][0].items():
+        torch.testing.assert_close(tensor, weights[1][0][name], rtol=0, atol=0, msg=name)
+    assert weights[0][1] == weights[1][1]
+
+
+def test_the_default_schedule_warms_up_then_decays_to_zero():
+    cfg = config(epochs=10, lr=0.02, lr_per_epoch=None)
+    rates = [refine.scheduled_rate(cfg, e / 4) for e in range(41)]
+    peak = rates.index(max(rates))
+    assert peak == 4 and abs(rates[peak] - 0.02) < 1e-6  # the end of the first epoch
+    assert all(a < b for a, b in zip(rates[:peak], rates[1:peak + 1]))  # rising
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:])) and rates[-1] < 1e-9  # falling to zero
+    assert refine.scheduled_rate(config(lr_per_epoch=[0.1, 0.01]), 5.5) == 0.01
+
+
+def test_the_progress_line_estimates_the_time_left():
+    history = [{"seconds": 60.0}, {"seconds": 70.0}]
+    assert refine.eta(history, 5) == "1m10s, about 3m15s left"
+    assert refine.eta(history, 2) == "1m10s"
 
 
 def test_cuda_request_without_gpu_is_clear():
@@ -103,3 +155,13 @@ def test_cuda_request_without_gpu_is_clear():
         pytest.skip("a GPU is present")
     with pytest.raises(BadParameter, match="rf_device='cuda' but torch sees no CUDA GPU"):
         refine.resolve_device("cuda")
+
+
+def test_the_optimizer_is_chosen_by_name():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    adamw = refine.make_optimizer(config(optimizer="adamw", weight_decay=0.05), params)
+    sgd = refine.make_optimizer(config(optimizer="sgd", momentum=0.9), params)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    with pytest.raises(BadParameter, match="rf_optimizer"):
+        refine.make_optimizer(config(optimizer="lbfgs"), params)

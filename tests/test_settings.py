@@ -26,7 +26,7 @@ def test_original_names_are_kept_and_typo_fixed():
                  "svm_CVals", "DATA_DIR", "rf_pretrainedWeights"):
         assert name in DEFAULTS
     assert "rf_inputResoluton" not in DEFAULTS
-    assert DEFAULTS["rf_lrPerMb"] == [0.01] * 20 + [0.001] * 20 + [0.0001]
+    assert DEFAULTS["rf_lrPerMb"] is None and DEFAULTS["rf_learningRate"] == 0.001  # the warm-up + cosine schedule
     assert DEFAULTS["datasetName"] == "elpvSolarCells" and DEFAULTS["rf_pretrainedModel"] == "efficientnet_lite0"
 
 

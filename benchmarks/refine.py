@@ -1,0 +1,102 @@
+"""Refinement throughput on the CPU: training images per second for several configurations, side by side.
+
+Each configuration runs in its own process (so that tcmalloc can be preloaded or not): it fine-tunes
+EfficientNet-Lite0 (by default) at 224 px on ELPV demo cells for one epoch of ``--images`` images with
+``libraries.refine.refine``, data loading included, and reports img/s of the epoch (the first batch, which
+pays for start-up, excluded) and the one-off time to decode the images into memory where that is done.
+
+Configurations:
+  before      the recipe before this one: batch 16, SGD, every image decoded every epoch, one loader process
+              per core, every block trained, glibc malloc (a fresh machine had no tcmalloc)
+  before+tc   the same with tcmalloc preloaded (what `make` now installs)
+  all-blocks  today's defaults (PARAMETERS.py) but every block trained: batch 32, AdamW, decoded images kept in
+              memory, one loader process fewer than the cores, tcmalloc
+  default     today's defaults (PARAMETERS.py), as `make demo SET="--set classifier=dnn"` refines
+  last6       the defaults, training only the backbone's last 6 blocks
+
+Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
+    python benchmarks/refine.py [--images 384] [--configs before before+tc all-blocks default last6]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TCMALLOC = next((str(p) for pattern in ("/usr/lib/*/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4")
+                 for p in sorted(Path("/").glob(pattern.lstrip("/")))), None)
+BEFORE = dict(batch_size=16, optimizer="sgd", lr=0.01, weight_decay=0.0005, cache_images=False,
+              num_workers=os.cpu_count(), train_blocks=None)
+CONFIGS = {  # name: (RefineConfig fields over PARAMETERS.py's, tcmalloc)
+    "before": (BEFORE, False),
+    "before+tc": (BEFORE, True),
+    "all-blocks": (dict(train_blocks=None), True),
+    "default": (dict(), True),
+    "last6": (dict(train_blocks=6), True),
+}
+
+
+def measure(fields: dict, images: int, backbone: str, size: int) -> dict:
+    """One epoch of refinement in this process; the per-batch times come from a timing hook on the model."""
+    import PARAMETERS
+    from libraries import elpv, refine
+    from libraries.backbones import build_classifier
+    from libraries.settings import module_parameters
+
+    paths, labels, _ = elpv.read_labels(elpv.package_labels_file())
+    root = elpv.package_labels_file().parent
+    items = [(root / p, int(probability >= 0.5)) for p, probability in zip(paths[:images], labels[:images])]
+    model = build_classifier(backbone, 2, size)
+    stamps = []
+    model.register_forward_pre_hook(lambda module, args: stamps.append(time.perf_counter()) if module.training else None)
+    config = refine.RefineConfig.from_parameters(module_parameters(PARAMETERS)[0], size, epochs=1, device="cpu", **fields)
+    start = time.perf_counter()
+    history, _ = refine.refine(model, items, [], config, progress=False)
+    total = time.perf_counter() - start
+    batches = len(stamps)
+    per_batch = (stamps[-1] - stamps[0]) / (batches - 1)  # first batch to last batch start: steady state
+    return {"img_s": config.batch_size / per_batch, "epoch_s": history[0]["seconds"], "setup_s": total - history[0]["seconds"],
+            "batches": batches}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child), args.images, args.backbone, args.size)))
+        return
+
+    results = {}
+    print(f"{args.backbone} at {args.size} px, one epoch of {args.images} ELPV cells, {os.cpu_count()} CPU cores, "
+          f"tcmalloc: {TCMALLOC or 'not installed'}")
+    for name in args.configs:
+        fields, tcmalloc = CONFIGS[name]
+        if tcmalloc and not TCMALLOC:
+            print(f"{name:<10} skipped: tcmalloc is not installed (make tcmalloc)")
+            continue
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        if tcmalloc:
+            env["LD_PRELOAD"] = TCMALLOC
+        out = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--backbone", args.backbone,
+                              "--size", str(args.size), "--child", json.dumps(fields)],
+                             cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+        results[name] = json.loads(out.strip().splitlines()[-1])
+        r = results[name]
+        ratios = "".join(f", {r['img_s'] / results[b]['img_s']:.2f}x {b}" for b in ("before", "before+tc")
+                         if b in results and b != name)
+        print(f"{name:<10} {r['img_s']:6.1f} img/s (epoch {r['epoch_s']:.0f} s, set-up and decoding {r['setup_s']:.0f} s)"
+              f"{ratios}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
     e = html.escape
     summary = [("classifier", e(metrics["classifier"])), ("backbone", e(f"{metrics.get('backbone')} at {metrics.get('input_size')} px"
                                                                      + (", refined" if metrics.get("refined") else ", fixed"))),
+               ("test-time augmentation", e(metrics.get("test_time_augmentation", "none"))),
                ("SVM C", "n/a" if metrics.get("svm_C") is None else f"{metrics['svm_C']:g}"),
                ("test images", str(metrics["num_test_images"])),
                ("overall accuracy", _pct(metrics["overall_accuracy"])),

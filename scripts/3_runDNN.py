@@ -23,6 +23,10 @@ def main():
     engine = featurize.make_engine(paths.model_meta, paths.featurizer_onnx, paths.featurizer_meta, P.run_engine, P.run_tta)
 
     views = view_count(P.run_tta)
+    if P.run_tta == "dihedral" and meta["provenance"]["parameters"].get("rf_augmentation") == "standard":
+        print("warning: run_tta='dihedral' averages turned and upside-down views, but this network was refined with "
+              "rf_augmentation='standard' and never saw any; 'flip' suits it (on the demo, 'dihedral' cost such a "
+              "model 5 points)")
     print(f"featurizing {len(rows)} images with {meta['backbone']} at {meta['input_size']} px, engine: {engine.name}"
           + (f", averaging {views} views per image (run_tta={P.run_tta!r})" if views > 1 else ""))
     features, kept, failures = featurize.featurize([paths.images / rel for rel, _, _ in rows], engine,

@@ -165,7 +165,8 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
                   "run_tta=flip"]
     run_script("1_prepareData.py", tmp_path, *dnn)
     out = run_script("2_refineDNN.py", tmp_path, *dnn).stdout
-    assert "for 2 epoch(s) on cpu" in out and "epoch   2/2" in out
+    assert "for 2 epoch(s) on cpu" in out and "epoch   2/2" in out and "about" in out  # the time left
+    assert "augmentation 'dihedral': random flips and quarter turns" in out and "rf_augmentation='standard'" in out
     meta = json.loads((proc(tmp_path) / "model.json").read_text())
     assert meta["refined"] and len(meta["history"]) == 2 and meta["history"][1]["lr"] == 0.001
     state = torch.load(proc(tmp_path) / "model.pt", weights_only=True)
@@ -177,13 +178,19 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "dnn" and set(metrics["per_class_accuracy"]) == {"checker", "horizontal", "vertical"}
     assert_deployed_model_matches_pipeline(tmp_path, "dnn", "flip")
+    assert metrics["test_time_augmentation"] == "flip"
+    assert "<tr><th>test-time augmentation</th><td>flip</td></tr>" in (proc(tmp_path) / "report.html").read_text()
 
     refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]",
                       "rf_valFraction=0.25", "run_tta=dihedral"]
     assert "up to date" in run_script("2_refineDNN.py", tmp_path, *refined).stdout  # the same refined DNN serves both
-    # features made with flip TTA are refused for dihedral until script 3 reruns
+    # features made with flip TTA are refused for dihedral until script 3 reruns (a model refined with the
+    # default 'dihedral' augmentation: no warning that it never saw turned views)
     assert_refused(run_script("4_trainSVM.py", tmp_path, *refined, check=False), "run_tta", "3_runDNN.py")
-    assert "averaging 8 views" in run_script("3_runDNN.py", tmp_path, *refined).stdout
+    out = run_script("3_runDNN.py", tmp_path, *refined).stdout
+    assert "averaging 8 views" in out and "never saw any" not in out
+    warned = run_script("3_runDNN.py", tmp_path, *refined, "rf_augmentation=standard", check=False)
+    assert_refused(warned, "rf_augmentation")  # the model was refined with 'dihedral': refused, not warned
     out = run_script("4_trainSVM.py", tmp_path, *refined).stdout
     # C and the calibration are chosen on the validation images, which the refined network never trained on
     assert "(on the 6 validation images the refined network did not train on)" in out
@@ -203,7 +210,7 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
 @pytest.mark.slow
 def test_killed_refinement_resumes(tmp_path):
     make_dataset(tmp_path / "images" / "toy", {"horizontal": 8, "vertical": 8}, size=64)
-    sets = FAST + ["classifier=dnn", "rf_maxEpochs=4", "rf_mbSize=4", "rf_numWorkers=0"]
+    sets = FAST + ["classifier=dnn", "rf_maxEpochs=4", "rf_mbSize=4", "rf_numWorkers=0", "rf_augmentation=standard"]
     run_script("1_prepareData.py", tmp_path, *sets)
     env = {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(REPO / "scripts" / "2_refineDNN.py")] + [a for s in sets for a in ("--set", s)]
@@ -220,6 +227,10 @@ def test_killed_refinement_resumes(tmp_path):
     assert "resuming refinement after epoch" in out
     meta = json.loads((proc(tmp_path) / "model.json").read_text())
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    assert "augmentation 'dihedral'" not in out  # the reminder is for rotating runs only
+    # 8-view test-time augmentation on a network that never saw a turned image: a warning, and the run goes on
+    out = run_script("3_runDNN.py", tmp_path, *sets, "run_tta=dihedral").stdout
+    assert "warning: run_tta='dihedral'" in out and "refined with rf_augmentation='standard'" in out and "wrote" in out
 
 
 @pytest.mark.slow

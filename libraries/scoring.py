@@ -18,7 +18,7 @@ from torch import nn
 
 SCORE_MEANING = {
     "svm": "calibrated probability (Platt scaling of the linear SVM's margins, fit on the training split by cross-validation)",
-    "svmDnnRefined": "calibrated probability (Platt scaling of the linear SVM's margins, fit on the training split by cross-validation)",
+    "svmDnnRefined": "calibrated probability (Platt scaling of the linear SVM's margins, fit on the validation images the refined network did not train on)",
     "dnn": "probability (softmax of the refined DNN's output)",
 }
 RAW_SCORE_MEANING = {"svm": "SVM margin", "svmDnnRefined": "SVM margin", "dnn": "DNN logit"}

@@ -200,6 +200,7 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     metrics = json.loads((proc(tmp_path) / "metrics.json").read_text())
     assert metrics["classifier"] == "svmDnnRefined" and metrics["overall_accuracy"] >= 0.6
     assert_deployed_model_matches_pipeline(tmp_path, "svmDnnRefined", "dihedral")
+    assert "validation images the refined network did not train on" in json.loads((proc(tmp_path) / "deploy.json").read_text())["score"]
 
     # the fixed model's features differ from the refined one's: switching back to 'svm' re-prepares, never mixes
     run_script("2_refineDNN.py", tmp_path, *FAST)

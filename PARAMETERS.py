@@ -14,11 +14,13 @@ classifier: str = "svm"  # 'svm' (fixed DNN + SVM), 'dnn' (refined DNN's own sof
 ratioTrainTest: float = 0.75  # fraction of each class's images used for training; the rest is the test set
 imagesSplitBy: str = "filename"  # 'filename' (split single images) or 'subdir' (whole subfolders of a class go to one side)
 randomSeed: int = 0  # seed of the train/test split, the refinement and the SVM's cross-validation
+dup_maxDistance: int = 10  # near-duplicates: images whose dhash (16 x 16 = 256 bits) differ in at most this many bits (0: identical hashes only; libraries/duplicates.py says how far copies land)
+dup_boKeepTogether: bool = True  # script 1 keeps each group of near-duplicates on one side of the split (a dedicatedTestImages.tsv stays as it is: its leaks are reported)
 
 # ---- Download (script 0) ----------------------------------------------------------------------
 dl_urlsFile: str | None = None  # 'label<TAB>url' list; None means resources/<datasetName>Urls.tsv
 dl_maxImageSize: int = 1000  # downloaded images are shrunk so their longest side is at most this many pixels
-dl_boRemoveDuplicates: bool = False  # drop near-duplicate images (imagehash.dhash, hash_size=16) after downloading
+dl_boRemoveDuplicates: bool = False  # after downloading, delete all but one of each group of images with identical dhash (re-saved copies)
 dl_numWorkers: int = 16  # concurrent downloads
 dl_timeoutSec: float = 10.0  # timeout of each HTTP connect and read, in seconds
 dl_maxRetries: int = 3  # retries per URL, with exponential backoff, on connection errors and 5xx/429 answers
@@ -52,6 +54,8 @@ run_engine: str = "auto"  # 'auto' (CUDA torch on a GPU, else onnxruntime), 'onn
 svm_boL2Normalize: bool = True  # L2-normalise the DNN features before the SVM
 svm_CVals: list = [1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100]  # SVM regularisation values C to try
 svm_cvFolds: int = 5  # folds of the stratified cross-validation (on the training split) that chooses C
+svm_boFindSuspects: bool = True  # classifier 'svm': rank the training images by how likely their label is wrong (cleanlab on out-of-fold probabilities) into suspects.csv, with a 2-D map of the features (feature_map.png)
+svm_boExcludeSuspects: bool = False  # classifier 'svm': fit the SVM without the training images that cleanlab calls label issues (the test set stays as it is)
 
 # ---- Run history (MLflow) ---------------------------------------------------------------------
 track_boMlflow: bool = True  # log parameters, metrics and plots of scripts 2, 4 and 5 to MLflow; False turns it off

@@ -97,6 +97,23 @@ def exclude(images_dir: Path, split_path: Path, log_path: Path, rel_path: str) -
     return new_path
 
 
+def label_new(images_dir: Path, labels: list[str], log_path: Path, source: Path, label: str) -> str:
+    """Move an unlabelled image ``source`` (from anywhere, e.g. a folder ranked by ``scripts/toLabel.py``) into the
+    folder of class ``label``; return its new path relative to ``images_dir``. The split is not touched: rerun
+    scripts/1_prepareData.py, which places new images without moving the others."""
+    images_dir, source = Path(images_dir), Path(source).resolve()
+    if label not in labels:
+        raise AnnotationError(f"{label!r} is not a class of this dataset ({', '.join(labels)})")
+    if not source.is_file():
+        raise AnnotationError(f"{source} does not exist")
+    target = free_name(images_dir / label, source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(source, target)
+    new_path = target.relative_to(images_dir).as_posix()
+    _append_log(log_path, {"action": "label", "path": str(source), "new_path": new_path, "new_label": label})
+    return new_path
+
+
 def undo_last(images_dir: Path, split_path: Path, log_path: Path) -> dict | None:
     """Reverse the latest change not yet undone (the file goes back, under a free name); return its log entry."""
     images_dir, entries = Path(images_dir), read_log(log_path)
@@ -105,6 +122,11 @@ def undo_last(images_dir: Path, split_path: Path, log_path: Path) -> dict | None
     if not pending:
         return None
     index, entry = pending[-1]
+    if entry["action"] == "label":  # back to the unlabelled folder it came from
+        target = free_name(Path(entry["path"]).parent, Path(entry["path"]).name)
+        os.rename(images_dir / entry["new_path"], target)
+        _append_log(log_path, {"action": "undo", "undoes": index, "path": entry["new_path"], "new_path": str(target)})
+        return entry
     split = load_json(split_path)
     original_folder = (images_dir / entry["path"]).parent
     restored = _move(images_dir, entry["new_path"], original_folder)

@@ -42,6 +42,24 @@ def load_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def save_csv(path: str | Path, rows: list[dict], columns: list[str] | tuple[str, ...]) -> None:
+    """``rows`` as a CSV with a header of ``columns`` (UTF-8, written atomically)."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def load_csv(path: str | Path) -> list[dict]:
+    """A CSV's rows as dicts of strings, keyed by its header."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def save_npz(path: str | Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -117,9 +117,11 @@ def _group_rank(seed: int, label: str, key: str) -> str:
 
 
 def split_class(files: list[Path], class_dir: Path, ratio_train: float, seed: int, split_by: str = "filename", *,
-                previous_sides: dict[Path, str] | None = None) -> tuple[list[Path], list[Path]]:
+                previous_sides: dict[Path, str] | None = None,
+                together: list[list[Path]] = ()) -> tuple[list[Path], list[Path]]:
     """Split one class's files into (train, test), keeping each group (a file, or a sub-folder with
-    ``split_by='subdir'``) on one side.
+    ``split_by='subdir'``, merged with any of the ``together`` lists, e.g. near-duplicates, it shares a file with)
+    on one side.
 
     A group that ``previous_sides`` (path -> ``"train"`` or ``"test"``) already places keeps its side; the other groups
     are taken in the order of a seeded hash of their class and name, and go to test until the class's test set reaches
@@ -128,9 +130,21 @@ def split_class(files: list[Path], class_dir: Path, ratio_train: float, seed: in
     to give its class both a training and a test image.
     """
     label = Path(class_dir).name
+    key_of = {path: _group_key(path, class_dir, split_by) for path in files}
+    root = {key: key for key in key_of.values()}
+
+    def find(key):
+        while root[key] != key:
+            key = root[key]
+        return key
+
+    for members in together:
+        keys = sorted({find(key_of[p]) for p in members if p in key_of})
+        for key in keys[1:]:
+            root[key] = keys[0]
     groups: dict[str, list[Path]] = {}
     for path in sorted(files):
-        groups.setdefault(_group_key(path, class_dir, split_by), []).append(path)
+        groups.setdefault(find(key_of[path]), []).append(path)
     order = sorted(groups, key=lambda key: _group_rank(seed, label, key))
     previous_sides = previous_sides or {}
     side: dict[str, str] = {}
@@ -192,7 +206,7 @@ def _why_new_split(previous: dict, ratio_train: float, seed: int, split_by: str)
 
 def make_split(classes: dict[str, list[Path]], images_dir: Path, ratio_train: float, seed: int,
                split_by: str = "filename", dedicated_test: set[Path] | None = None, *,
-               previous: dict | None = None) -> tuple[dict, list[str]]:
+               previous: dict | None = None, together: list[list[Path]] = ()) -> tuple[dict, list[str]]:
     """The train/test split as a JSON-able dict (paths relative to ``images_dir``), and warnings.
 
     With ``previous`` (an earlier split, as loaded from split.json) made with the same ``seed``, ``ratio_train`` and
@@ -200,6 +214,8 @@ def make_split(classes: dict[str, list[Path]], images_dir: Path, ratio_train: fl
     test set approaches its share again; made with other parameters, a fresh split is made and a warning says why.
     A first split and an extension take the same path, so extending a split of the same images changes nothing.
     With ``dedicated_test``, exactly those images form the test set and all others the training set.
+    Each list in ``together`` (near-duplicates, say) ends on one side: within a class by ``split_class``, and a list
+    that spans classes on the side of its first member. A ``dedicated_test`` is kept as it is.
 
     ``split["changes"]`` counts, against ``previous``, the images ``kept`` on their side, ``moved`` to the other side,
     ``added_train`` and ``added_test`` (not in ``previous``), and ``removed`` (in ``previous`` but gone).
@@ -216,16 +232,26 @@ def make_split(classes: dict[str, list[Path]], images_dir: Path, ratio_train: fl
         if why:
             warnings.append(why)
             extend = False
+    sides: dict[Path, str] = {}
+    for label in labels:
+        files = classes[label]
+        if dedicated_test is not None:
+            sides.update({p: "test" if p.resolve() in dedicated_test else "train" for p in files})
+        else:
+            tr, te = split_class(files, images_dir / label, ratio_train, seed, split_by,
+                                 previous_sides=before if extend else None, together=together)
+            sides.update({p: "train" for p in tr} | {p: "test" for p in te})
+    if dedicated_test is None:
+        for members in together:
+            members = sorted(p for p in members if p in sides)
+            if len({sides[p] for p in members}) > 1:
+                sides.update({p: sides[members[0]] for p in members})
     train, test = [], []
     changes = {"kept": 0, "moved": 0, "added_train": 0, "added_test": 0, "removed": 0}
     for label_id, label in enumerate(labels):
-        files = classes[label]
-        if dedicated_test is not None:
-            tr = [p for p in files if p.resolve() not in dedicated_test]
-            te = [p for p in files if p.resolve() in dedicated_test]
-        else:
-            tr, te = split_class(files, images_dir / label, ratio_train, seed, split_by,
-                                 previous_sides=before if extend else None)
+        files = sorted(classes[label])
+        tr = [p for p in files if sides[p] == "train"]
+        te = [p for p in files if sides[p] == "test"]
         moved = 0
         for side, paths in (("train", tr), ("test", te)):
             for p in paths:

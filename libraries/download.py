@@ -25,6 +25,7 @@ from urllib3.util.retry import Retry
 
 from .artifacts import atomic_path
 from .errors import MissingArtifact
+from . import duplicates
 from .images import ImageError, list_files, read_image
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -169,21 +170,12 @@ def summarize(results: list[DownloadResult], duplicates_removed: int | None = No
     return "\n".join(lines)
 
 
-def remove_near_duplicates(folder: Path, hash_size: int = 16, max_distance: int = 0) -> list[Path]:
-    """Delete images whose ``imagehash.dhash`` lies within ``max_distance`` bits of an earlier image's (in sorted
-    order, across all classes); return the removed paths. Unreadable files are left for the pipeline to report."""
-    import imagehash
-
-    kept: list[tuple[object, Path]] = []
-    removed = []
-    for path in list_files(Path(folder)):
-        try:
-            digest = imagehash.dhash(Image.fromarray(read_image(path)), hash_size=hash_size)
-        except ImageError:
-            continue
-        if any(digest - other <= max_distance for other, _ in kept):
-            path.unlink()
-            removed.append(path)
-        else:
-            kept.append((digest, path))
+def remove_near_duplicates(folder: Path, max_distance: int = 0) -> list[Path]:
+    """Delete all but the first (in sorted order, across all classes) of each group of near-duplicate images
+    (``duplicates.find``: dhash within ``max_distance`` bits); return the removed paths. Unreadable files are left
+    for the pipeline to report."""
+    found, _ = duplicates.find(list_files(Path(folder)), max_distance, progress=False)
+    removed = [path for group in found for path in group[1:]]
+    for path in removed:
+        path.unlink()
     return removed

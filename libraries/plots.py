@@ -75,3 +75,20 @@ def confusion_matrices(cm: np.ndarray, labels: list[str]):
                         color="white" if matrix[i, j] > threshold else "black", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def feature_map(points: np.ndarray, label_ids: np.ndarray, labels: list[str], suspect: np.ndarray):
+    """The t-SNE map of the training images, one colour per class, the label suspects ringed in black."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    for k, label in enumerate(labels):
+        chosen = label_ids == k
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=8, color=colours(k % colours.N), alpha=0.7,
+                   label=f"{label} ({int(chosen.sum())})")
+    if suspect.any():
+        ax.scatter(points[suspect, 0], points[suspect, 1], s=40, facecolors="none", edgecolors="black", lw=1,
+                   label=f"label suspects ({int(suspect.sum())})")
+    ax.set(xticks=[], yticks=[], title="Training images' features (t-SNE): colour = given class")
+    ax.legend(fontsize=8, markerscale=1.5, loc="best")
+    fig.tight_layout()
+    return fig

@@ -23,11 +23,11 @@ from .layout import SCRIPTS, DatasetPaths
 
 # the parameters that do not change what a run computes, only how fast, where, or whether it is logged
 NOT_RESULT_PARAMETERS = ("rf_device", "rf_numWorkers", "run_engine", "run_mbSize", "track_boMlflow", "track_uri",
-                         "dl_numWorkers", "dl_timeoutSec", "dl_maxRetries")
+                         "dl_numWorkers", "dl_timeoutSec", "dl_maxRetries", "svm_boFindSuspects")
 
-SPLIT_PARAMETERS = ("ratioTrainTest", "imagesSplitBy", "randomSeed")
+SPLIT_PARAMETERS = ("ratioTrainTest", "imagesSplitBy", "randomSeed", "dup_maxDistance", "dup_boKeepTogether")
 FIXED_MODEL_PARAMETERS = ("rf_pretrainedModel", "rf_pretrainedWeights", "rf_inputResolution")
-SVM_PARAMETERS = ("svm_boL2Normalize", "svm_CVals", "svm_cvFolds", "randomSeed")
+SVM_PARAMETERS = ("svm_boL2Normalize", "svm_CVals", "svm_cvFolds", "svm_boExcludeSuspects", "randomSeed")
 
 
 def result_parameters(params: dict) -> dict:

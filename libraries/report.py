@@ -7,7 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-from . import results
+from . import duplicates, label_issues, results
 from .artifacts import atomic_path, load_json
 from .images import thumbnail_jpeg
 from .layout import DatasetPaths
@@ -19,6 +19,65 @@ def png_uri(path: Path) -> str:
 
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _thumbnail(paths: DatasetPaths, rel_path: str, caption: str) -> str:
+    thumbnail = thumbnail_jpeg(paths.images / rel_path)
+    image = (f'<img alt="{html.escape(rel_path)}" src="data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}">'
+             if thumbnail else "<div>(unreadable)</div>")
+    return f"<figure>{image}<figcaption><code>{html.escape(rel_path)}</code><br>{caption}</figcaption></figure>"
+
+
+def current_suspects(paths: DatasetPaths, classifier: str) -> list[dict] | None:
+    """The label suspects of this run: searched only on the pretrained network's features (classifier 'svm'), and
+    only while ``suspects.csv`` is the file ``svm.json`` records."""
+    return label_issues.read_current(paths.suspects, paths.svm_meta) if classifier == "svm" else None
+
+
+def health_counts(paths: DatasetPaths, classifier: str) -> dict:
+    """The counts of near-duplicate groups, leaking groups and label issues (for metrics.json and MLflow)."""
+    duplicates_found = load_json(paths.split).get("duplicates") or {}
+    counts = {f"duplicate_{k}": duplicates_found[k] for k in ("groups", "leaking_groups") if k in duplicates_found}
+    suspects = current_suspects(paths, classifier)
+    return {**counts, **(label_issues.summary(suspects) if suspects else {})}
+
+
+def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, max_leaks: int = 6) -> list[str]:
+    """The report's "Data health" section: near-duplicates and leaks across the split, and the label suspects."""
+    e = html.escape
+    parts = ['<h2 id="data-health">Data health</h2>']
+    counts = load_json(paths.split).get("duplicates")
+    if counts and paths.duplicates.is_file():
+        rows = duplicates.read_csv(paths.duplicates)
+        parts.append(f'<p id="duplicates">Near-duplicates (dhash within {counts["max_distance"]} bits): '
+                     f'<b>{counts["groups"]}</b> group(s) of {counts["images"]} images; <b>{counts["leaking_groups"]}</b> '
+                     f"straddle train and test (leaks: the test set holds images the model has, in effect, seen). "
+                     f"All of them are listed in <code>{e(paths.duplicates.name)}</code>.</p>")
+        leaking = sorted({r["group"] for r in rows if r["leak"]})[:max_leaks]
+        if leaking:
+            parts.append(f"<p>The first {len(leaking)} leaking groups (class, side):</p>")
+        parts.append('<div class="leaks">')
+        for number in leaking:
+            members = [r for r in rows if r["group"] == number]
+            parts.append('<div class="gallery leak">' + "".join(
+                _thumbnail(paths, r["path"], f'{e(r["label"])}, <b>{e(r["side"])}</b>') for r in members) + "</div>")
+        parts.append("</div>")
+    suspects = current_suspects(paths, classifier)
+    if suspects is None:
+        why = ("the refined network has learnt the training labels, wrong ones included: run scripts 3-4 with "
+               "classifier=svm to search" if classifier != "svm" else "not searched (svm_boFindSuspects=False, or too few images)")
+        parts.append(f'<p id="suspects">Label suspects: {e(why)}.</p>')
+        return parts
+    flagged = label_issues.summary(suspects)["label_issues"]
+    parts.append(f'<p id="suspects">Label suspects: cleanlab calls <b>{flagged}</b> of the {len(suspects)} training images '
+                 f"label issues (out-of-fold probabilities of the SVM). The {min(max_suspects, len(suspects))} most "
+                 f"suspicious, from <code>{e(paths.suspects.name)}</code>:</p>")
+    parts.append('<div class="gallery">' + "".join(
+        _thumbnail(paths, r["path"], f'given: <b>{e(r["given_label"])}</b><br>looks like: <b>{e(r["suggested_label"])}</b>'
+                                     f'<br>quality&nbsp;{r["quality"]:.3f}') for r in suspects[:max_suspects]) + "</div>")
+    if paths.feature_map_plot.is_file():
+        parts.append(f'<img class="plot" id="feature-map" alt="feature map" src="{png_uri(paths.feature_map_plot)}">')
+    return parts
 
 
 def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
@@ -51,19 +110,16 @@ def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
             parts.append(f'<h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}">')
     shown = mistakes[:max_mistakes]
     parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
-    parts.append('<div id="mistakes">' if shown else "<p>No mistakes on the test set.</p>")
+    parts.append('<div id="mistakes" class="gallery">' if shown else "<p>No mistakes on the test set.</p>")
     for row in shown:
-        thumbnail = thumbnail_jpeg(paths.images / row["path"])
-        image = (f'<img alt="{e(row["path"])}" src="data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}">'
-                 if thumbnail else "<div>(unreadable)</div>")
-        parts.append(f'<figure>{image}<figcaption><code>{e(row["path"])}</code><br>true: <b>{e(row["true"])}</b><br>'
-                     f'predicted: <b>{e(row["predicted"])}</b> (probability&nbsp;{100 * row["confidence"]:.1f}%)'
-                     f"</figcaption></figure>")
+        parts.append(_thumbnail(paths, row["path"], f'true: <b>{e(row["true"])}</b><br>predicted: <b>{e(row["predicted"])}</b> '
+                                                    f'(probability&nbsp;{100 * row["confidence"]:.1f}%)'))
     if shown:
         parts.append("</div>")
+    parts += data_health(paths, metrics["classifier"])
     style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
              "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:46rem;display:block}"
-             "#mistakes{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0;width:170px;font-size:.8rem}figcaption code{overflow-wrap:anywhere}")
+             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figcaption code{overflow-wrap:anywhere}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 

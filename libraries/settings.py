@@ -110,6 +110,8 @@ def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
         raise BadParameter(f"svm_CVals must be a non-empty list of positive numbers, got {params['svm_CVals']!r}")
     if "rf_valFraction" in params and not 0 <= params["rf_valFraction"] < 1:
         raise BadParameter(f"rf_valFraction must lie in [0, 1), got {params['rf_valFraction']}")
+    if "dup_maxDistance" in params and not 0 <= params["dup_maxDistance"] < 256:
+        raise BadParameter(f"dup_maxDistance must lie in [0, 256) bits, got {params['dup_maxDistance']}")
     if "svm_cvFolds" in params and params["svm_cvFolds"] < 2:
         raise BadParameter(f"svm_cvFolds must be at least 2, got {params['svm_cvFolds']}")
     if params.get("rf_pretrainedWeights") and not Path(params["rf_pretrainedWeights"]).is_file():

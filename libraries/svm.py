@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
@@ -82,6 +82,23 @@ def fit(features: np.ndarray, labels: np.ndarray, c: float, num_classes: int, fo
         calibrated = CalibratedClassifierCV(make_svm(c, random_state), method="sigmoid", ensemble=False,
                                             cv=_splitter(labels, folds, random_state)).fit(features, labels)
     return _as_arrays(calibrated, num_classes, features.shape[1], c)
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, c: float, num_classes: int, folds: int = 5,
+                              random_state: int = 0) -> np.ndarray:
+    """(N, num_classes) calibrated probabilities of each row from the model ``fit`` makes (same C, same Platt
+    calibration) on the other folds: stratified ``folds``-fold ``cross_val_predict``, so no row is scored by a
+    model that saw it. What confident learning needs to find label errors."""
+    outer = _splitter(labels, folds, random_state)
+    smallest = int(np.bincount(labels)[np.unique(labels)].min())
+    inner = max(2, min(folds, smallest - -(-smallest // outer.n_splits)))  # what the smallest class keeps per fold
+    with _quiet():
+        model = CalibratedClassifierCV(make_svm(c, random_state), method="sigmoid", ensemble=False,
+                                       cv=StratifiedKFold(n_splits=inner, shuffle=True, random_state=random_state))
+        probabilities = cross_val_predict(model, features, labels, cv=outer, method="predict_proba")
+    full = np.zeros((len(labels), num_classes), np.float32)
+    full[:, np.unique(labels)] = probabilities
+    return full
 
 
 def _as_arrays(calibrated: CalibratedClassifierCV, num_classes: int, dim: int, c: float) -> dict:
@@ -162,7 +179,7 @@ def train_on_held_out(features: np.ndarray, labels: np.ndarray, fit_rows: np.nda
 
 
 def save(npz_path: Path, json_path: Path, model: dict, table: list[dict], l2: bool, labels: list[str],
-         provenance: dict) -> None:
+         provenance: dict, suspects: dict | None = None) -> None:
     """The arrays to ``svm.npz``, then the metadata (C, the CV table, provenance, and the digest of ``svm.npz``) to
     ``svm.json``: written last, so a half-finished save is never trusted."""
     save_npz(npz_path, **{k: model[k] for k in ARRAYS})
@@ -170,6 +187,7 @@ def save(npz_path: Path, json_path: Path, model: dict, table: list[dict], l2: bo
                           "labels": list(labels), "cv_table": table, "num_train_images": model["num_train_images"],
                           "cv_folds": model["folds"], "num_held_out_images": model.get("num_held_out_images"),
                           "left_out": [labels[k] for k in model["left_out"]],
+                          "excluded_suspects": model.get("excluded_suspects", 0), "suspects": suspects,
                           "arrays_file": Path(npz_path).name, "arrays_digest": file_digest(npz_path),
                           "provenance": provenance})
 

@@ -27,14 +27,30 @@ def thumbnail_bytes(path: Path, size: int = 160) -> bytes:
     return thumbnail
 
 
-class ImageBrowser:
+class _AnnotatingView:
+    """What the annotating views share: 'undo' reverses the latest change in the annotation log, then redraws."""
+
+    def _undo(self, _=None):
+        entry = annotate.undo_last(self.images_dir, self.split_path, self.log_path)
+        self.status.value = f"undid: {entry['action']} of {html.escape(entry['path'])}" if entry else "nothing to undo"
+        self.show(self.page)
+
+
+class ImageBrowser(_AnnotatingView):
     """A paged grid of one subset's images with their labels; a dropdown relabels (the file moves), a button
-    excludes, 'undo' reverses the latest change. Every change goes to the annotation log."""
+    excludes, 'undo' reverses the latest change. Every change goes to the annotation log.
+
+    Given ``suspects`` (``label_issues.read_current``), an "order" toggle shows the training images most likely
+    mislabelled first, each with its given label and the one the model suggests."""
 
     def __init__(self, images_dir: Path, split_path: Path, log_path: Path, subset: str = "train", per_page: int = 12,
-                 thumb_size: int = 140):
+                 thumb_size: int = 140, suspects: list[dict] | None = None):
         self.images_dir, self.split_path, self.log_path = Path(images_dir), Path(split_path), Path(log_path)
         self.per_page, self.thumb_size, self.page = per_page, thumb_size, 0
+        self.suspects = {r["path"]: (rank, r) for rank, r in enumerate(suspects or [])}
+        self.order = w.ToggleButtons(options=["file order", "suspects first"] if suspects else ["file order"],
+                                     value="suspects first" if suspects else "file order", description="order")
+        self.order.observe(lambda _: self.show(0), names="value")
         self.subset = w.ToggleButtons(options=["train", "test"], value=subset, description="images")
         self.previous, self.next = w.Button(description="◀ previous"), w.Button(description="next ▶")
         self.undo = w.Button(description="undo last change", button_style="warning")
@@ -45,15 +61,19 @@ class ImageBrowser:
         self.previous.on_click(lambda _: self.show(self.page - 1))
         self.next.on_click(lambda _: self.show(self.page + 1))
         self.undo.on_click(self._undo)
-        self.widget = w.VBox([w.HBox([self.subset, self.previous, self.next, self.position, self.undo]), self.grid, self.status])
+        self.widget = w.VBox([w.HBox([self.subset, self.order]), w.HBox([self.previous, self.next, self.position, self.undo]),
+                              self.grid, self.status])
         self.show(0)
 
     def items(self) -> list:
-        return load_json(self.split_path)[self.subset.value]
+        items = load_json(self.split_path)[self.subset.value]
+        if self.order.value == "suspects first":  # suspects in their order, then the rest (e.g. relabelled ones)
+            items = sorted(items, key=lambda item: self.suspects.get(item[0], (len(self.suspects), None))[0])
+        return items
 
     def show(self, page: int) -> None:
         split = load_json(self.split_path)
-        items = split[self.subset.value]
+        items = self.items()
         pages = max(1, -(-len(items) // self.per_page))
         self.page = min(max(page, 0), pages - 1)
         shown = items[self.page * self.per_page:(self.page + 1) * self.per_page]
@@ -68,7 +88,12 @@ class ImageBrowser:
         exclude = w.Button(description="exclude", layout=w.Layout(width=f"{self.thumb_size}px"))
         dropdown.observe(lambda change, rel=rel: self.relabel(rel, change["new"]), names="value")
         exclude.on_click(lambda _, rel=rel: self.exclude(rel))
-        name = w.HTML(f"<small>{html.escape(Path(rel).name)}</small>")
+        text = html.escape(Path(rel).name)
+        if rel in self.suspects:
+            r = self.suspects[rel][1]
+            text += (f"<br>given <b>{html.escape(r['given_label'])}</b>, looks like <b>{html.escape(r['suggested_label'])}"
+                     f"</b><br>quality {r['quality']:.3f}{' · label issue' if r['label_issue'] else ''}")
+        name = w.HTML(f"<small>{text}</small>")
         return w.VBox([image, name, dropdown, exclude]), dropdown, exclude
 
     def relabel(self, rel: str, new_label: str) -> str:
@@ -83,10 +108,57 @@ class ImageBrowser:
         self.show(self.page)
         return new_path
 
-    def _undo(self, _=None):
-        entry = annotate.undo_last(self.images_dir, self.split_path, self.log_path)
-        self.status.value = f"undid: {entry['action']} of {entry['path']}" if entry else "nothing to undo"
+
+class LabelQueue(_AnnotatingView):
+    """The images ``scripts/toLabel.py`` ranked (``to_label.csv``), most worth labelling first, a page at a time; one
+    button per class moves the image into that class folder (``annotate.label_new``, logged), 'undo' moves it back."""
+
+    def __init__(self, to_label_csv: Path, images_dir: Path, split_path: Path, log_path: Path, per_page: int = 8,
+                 thumb_size: int = 140):
+        from . import predict
+
+        self.rows = [r for r in predict.read_csv(to_label_csv) if not r["error"]]
+        self.images_dir, self.split_path, self.log_path = Path(images_dir), Path(split_path), Path(log_path)
+        self.labels = load_json(split_path)["labels"]
+        self.per_page, self.thumb_size, self.page = per_page, thumb_size, 0
+        self.previous, self.next = w.Button(description="◀ previous"), w.Button(description="next ▶")
+        self.undo = w.Button(description="undo last change", button_style="warning")
+        self.position, self.status = w.Label(), w.HTML()
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(4, {thumb_size + 20}px)"))
+        self.previous.on_click(lambda _: self.show(self.page - 1))
+        self.next.on_click(lambda _: self.show(self.page + 1))
+        self.undo.on_click(self._undo)
+        self.widget = w.VBox([w.HBox([self.previous, self.next, self.position, self.undo]), self.grid, self.status])
+        self.show(0)
+
+    def waiting(self) -> list[dict]:
+        """The ranked images still in the unlabelled folder."""
+        return [r for r in self.rows if Path(r["path"]).is_file()]
+
+    def show(self, page: int) -> None:
+        rows = self.waiting()
+        pages = max(1, -(-len(rows) // self.per_page))
+        self.page = min(max(page, 0), pages - 1)
+        shown = rows[self.page * self.per_page:(self.page + 1) * self.per_page]
+        self.position.value = f"page {self.page + 1} of {pages} ({len(rows)} images to label)"
+        self.cards = [self._card(r) for r in shown]
+        self.grid.children = [card for card, _ in self.cards]
+
+    def _card(self, row: dict):
+        image = w.Image(value=thumbnail_bytes(Path(row["path"]), self.thumb_size), format="jpeg",
+                        layout=w.Layout(width=f"{self.thumb_size}px"))
+        text = w.HTML(f"<small>#{row['rank']} {html.escape(Path(row['path']).name)}<br>model: {html.escape(row['label'])} "
+                      f"{float(row['probability']):.2f}, margin {float(row['margin']):.2f}</small>")
+        buttons = [w.Button(description=label, layout=w.Layout(width=f"{self.thumb_size}px")) for label in self.labels]
+        for button, label in zip(buttons, self.labels):
+            button.on_click(lambda _, path=row["path"], label=label: self.label(path, label))
+        return w.VBox([image, text, *buttons]), buttons
+
+    def label(self, path: str, label: str) -> str:
+        new_path = annotate.label_new(self.images_dir, self.labels, self.log_path, Path(path), label)
+        self.status.value = f"moved {html.escape(path)} to {html.escape(new_path)}"
         self.show(self.page)
+        return new_path
 
 
 class ResultBrowser:

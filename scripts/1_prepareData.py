@@ -2,6 +2,8 @@
 
 Reads DATA_DIR/images/<datasetName>/<class>/ (and dedicatedTestImages.tsv there, if present, which fixes the
 test set). Checks that every image decodes; unreadable files are listed in unreadable_images.tsv and left out.
+Finds groups of near-duplicate images (dhash within dup_maxDistance bits) and keeps each group on one side of the
+split (dup_boKeepTogether); a group with members on both sides is a leak, listed in duplicates.csv and counted.
 Writes split.json: the labels, and the train and test images with their label ids.
 
 The split is stable: run again after adding images, and every image keeps its side while the new ones are
@@ -9,7 +11,7 @@ split in the ratioTrainTest ratio; removing images moves no other. A new split i
 imagesSplitBy or randomSeed change, or with --new-split.
 """
 import PARAMETERS
-from libraries import dataset, layout, provenance, settings
+from libraries import dataset, duplicates, layout, provenance, settings
 from libraries.artifacts import atomic_path, load_json, save_json
 
 
@@ -44,18 +46,24 @@ def main():
         for warning in warnings:
             print(f"warning: {warning}")
         print(f"test set: the {len(dedicated)} images listed in {paths.dedicated_test}")
+    groups, _ = duplicates.find(sorted(good), P.dup_maxDistance)
     previous = load_json(paths.split) if paths.split.is_file() and not args.new_split else None
     split, warnings = dataset.make_split(classes, paths.images, P.ratioTrainTest, P.randomSeed, P.imagesSplitBy,
-                                         dedicated, previous=previous)
+                                         dedicated, previous=previous, together=groups if P.dup_boKeepTogether else ())
     for warning in warnings:
         print(f"warning: {warning}")
     if previous is not None:
         print(dataset.changes_summary(split))
     del split["changes"]  # split.json holds the split alone, so an unchanged split is the same file, bit for bit
+    rows = duplicates.report_rows([[p.relative_to(paths.images).as_posix() for p in g] for g in groups], split)
+    duplicates.write_csv(paths.duplicates, rows)
+    split["duplicates"] = {**duplicates.summary(rows), "max_distance": P.dup_maxDistance,
+                           "kept_together": P.dup_boKeepTogether, "file": paths.duplicates.name}
     split["provenance"] = provenance.record("split", vars(P), paths)
     save_json(paths.split, split)
     print(dataset.count_table(split))
-    print(f"wrote {paths.split}")
+    print(duplicates.describe(rows, P.dup_maxDistance, dedicated is not None, P.dup_boKeepTogether))
+    print(f"wrote {paths.split} and {paths.duplicates}")
 
 
 if __name__ == "__main__":

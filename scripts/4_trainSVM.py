@@ -7,13 +7,19 @@ the training split only). For 'svmDnnRefined', C is chosen and the calibration f
 validation images (which it did not train on), and the SVM is fit on the images it trained on. Writes svm.npz
 (coef, intercept, calibration), svm.json (C, the table of C against accuracy, what it was made from) and
 svm_cv_accuracy.png.
+
+With classifier 'svm' (svm_boFindSuspects), it also ranks the training images by how likely their label is wrong:
+cleanlab's confident learning on out-of-fold probabilities of the same calibrated SVM, into suspects.csv (most
+suspicious first), with feature_map.png (t-SNE of the training images, suspects ringed). svm_boExcludeSuspects
+fits the SVM again without the images cleanlab calls label issues; the test set stays as it is.
 """
 import numpy as np
 
 import PARAMETERS
 
-from libraries import layout, model_io, plots, provenance, settings, svm
-from libraries.artifacts import load_json, load_npz, save_figure
+from libraries import feature_map, label_issues, layout, model_io, plots, provenance, settings, svm
+from libraries.artifacts import file_digest, load_json, load_npz, save_figure
+from libraries.errors import DatasetError
 from libraries.tracking import Tracker
 
 
@@ -34,6 +40,16 @@ def main():
     else:
         model, table = svm.train(data["features"], data["labels"], data["subset"], len(labels), P.svm_CVals,
                                  folds=P.svm_cvFolds, l2=P.svm_boL2Normalize, random_state=P.randomSeed, progress=True)
+    for stale in (paths.suspects, paths.feature_map_plot):  # never shown beside an SVM they were not made with
+        stale.unlink(missing_ok=True)
+    suspects = find_suspects(P, data, labels, model["C"])
+    if suspects and P.svm_boExcludeSuspects:
+        excluded = [r["path"] for r in suspects if r["label_issue"]]
+        subset = np.where(np.isin(data["paths"], excluded), "excluded", data["subset"])
+        model, table = svm.train(data["features"], data["labels"], subset, len(labels), P.svm_CVals,
+                                 folds=P.svm_cvFolds, l2=P.svm_boL2Normalize, random_state=P.randomSeed, progress=True)
+        model["excluded_suspects"] = len(excluded)
+        print(f"svm_boExcludeSuspects: fit without the {len(excluded)} training images cleanlab calls label issues")
     for k in model["left_out"]:
         print(f"warning: class {labels[k]!r} has fewer than {svm.MIN_IMAGES_PER_CLASS} training images, too few to "
               f"cross-validate and calibrate: it is left out of the SVM and never predicted; add images to it")
@@ -42,8 +58,17 @@ def main():
         mark = "  <- chosen" if row["C"] == model["C"] else ""
         print(f"{row['C']:>10g}  {100 * row['cv_accuracy']:>9.2f} % ± {100 * row['cv_std']:.2f}{mark}")
 
+    record = None
+    if suspects:
+        label_issues.write_csv(paths.suspects, suspects)
+        record = {**label_issues.summary(suspects), "file": paths.suspects.name, "digest": file_digest(paths.suspects)}
+        train = data["subset"] == "train"
+        ringed = np.isin(data["paths"][train], [r["path"] for r in suspects if r["label_issue"]])
+        save_figure(paths.feature_map_plot, plots.feature_map(feature_map.embed(data["features"][train], P.randomSeed),
+                                                              data["labels"][train], labels, ringed))
+        print(f"wrote {paths.suspects} and {paths.feature_map_plot}")
     svm.save(paths.svm, paths.svm_meta, model, table, P.svm_boL2Normalize, labels,
-             provenance.record("svm", params, paths))
+             provenance.record("svm", params, paths), suspects=record)
     save_figure(paths.svm_plot, plots.svm_cv_accuracy(table, model["C"]))
     print(f"fit the SVM on {model['num_train_images']} training images and calibrated its margins into probabilities "
           f"(Platt scaling, on {model['chosen_on']})")
@@ -51,7 +76,33 @@ def main():
     with Tracker.for_script(P, paths, "4_trainSVM") as tracker:
         tracker.log_metrics({f"svm_cv_accuracy_C_{row['C']:g}": row["cv_accuracy"] for row in table})
         tracker.log_metrics({"svm_C": model["C"], "svm_cv_accuracy": max(row["cv_accuracy"] for row in table)})
+        if record:
+            tracker.log_metrics({"label_issues": record["label_issues"], "excluded_suspects": model.get("excluded_suspects", 0)})
+            tracker.log_artifacts(paths.suspects, paths.feature_map_plot)
         tracker.log_artifacts(paths.svm_plot, paths.svm_meta)
+
+
+def find_suspects(P, data: dict, labels: list[str], c: float) -> list[dict] | None:
+    """suspects.csv's rows for the training images, or None (with a message) when not asked for or not possible."""
+    if not (P.svm_boFindSuspects or P.svm_boExcludeSuspects):
+        return None
+    if P.classifier != "svm":
+        print(f"label suspects: not searched with classifier={P.classifier!r}, whose network has learnt the training "
+              f"labels, wrong ones included; run scripts 3-4 with --set classifier=svm to find them")
+        return None
+    train = data["subset"] == "train"
+    try:
+        suspects = label_issues.find(data["features"][train], data["labels"][train], list(data["paths"][train]), labels,
+                                     c, folds=P.svm_cvFolds, l2=P.svm_boL2Normalize, random_state=P.randomSeed)
+    except DatasetError as err:
+        print(f"label suspects skipped: {err}")
+        return None
+    issues = [r for r in suspects if r["label_issue"]]
+    print(f"label suspects: cleanlab calls {len(issues)} of the {len(suspects)} training images label issues; "
+          f"the most suspicious:")
+    for r in suspects[:5]:
+        print(f"  {r['path']}: given {r['given_label']!r}, looks like {r['suggested_label']!r} (quality {r['quality']:.3f})")
+    return suspects
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def main():
     metrics.update({"score": scoring.SCORE_MEANING[P.classifier], "backbone": model["backbone"],
                     "input_size": model["input_size"], "refined": model["refined"], "test_time_augmentation": P.run_tta,
                     "svm_C": None if P.classifier == "dnn" else load_json(paths.svm_meta)["C"],
+                    "data_health": report.health_counts(paths, P.classifier),
                     "provenance": provenance.record("evaluation", params, paths)})
     metrics = results.save(paths, data["paths"][test], y, probabilities, raw, metrics)
     save_figure(paths.roc_plot, plots.roc_curves(y, probabilities, labels, metrics))

@@ -42,6 +42,21 @@ def test_image_browser_dropdown_relabels(evaluated):
     assert browser.page == 1
 
 
+def test_image_browser_shows_suspects_first_with_given_and_suggested_labels(evaluated):
+    from libraries.widgets import ImageBrowser
+
+    _, images, paths = evaluated
+    train = load_json(paths.split)["train"]
+    last = train[-1][0]
+    suspects = [{"path": last, "given_label": "cat", "suggested_label": "dog", "quality": 0.01, "label_issue": True}]
+    browser = ImageBrowser(images, paths.split, paths.proc / "log.jsonl", per_page=3, suspects=suspects)
+    assert browser.order.value == "suspects first" and browser.items()[0][0] == last
+    assert "looks like <b>dog</b>" in browser.cards[0][0].children[1].value
+    browser.order.value = "file order"
+    assert [i[0] for i in browser.items()] == [p for p, _ in train]
+    assert ImageBrowser(images, paths.split, paths.proc / "log.jsonl").order.options == ("file order",)
+
+
 def test_result_browser_steps_through_mistakes(evaluated):
     from libraries.widgets import ResultBrowser
 

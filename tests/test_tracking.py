@@ -96,6 +96,11 @@ def test_pipeline_run_is_one_mlflow_run_read_back_by_its_client(tmp_path):
     assert run.data.metrics["overall_accuracy"] == pytest.approx(metrics["overall_accuracy"])
     assert run.data.metrics["class_averaged_accuracy"] == pytest.approx(metrics["class_averaged_accuracy"])
     assert run.data.metrics["svm_cv_accuracy_C_0.1"] <= 1 and "svm_C" in run.data.metrics
+    # the data doctor's counts: label issues (script 4), duplicate groups and leaks (script 5, from the split)
+    health = metrics["data_health"]
+    assert run.data.metrics["label_issues"] == health["label_issues"]
+    assert run.data.metrics["data_health_duplicate_groups"] == health["duplicate_groups"]
+    assert run.data.metrics["data_health_duplicate_leaking_groups"] == health["duplicate_leaking_groups"]
     assert {"step.2_refineDNN", "step.4_trainSVM", "step.5_evaluate"} <= set(run.data.tags)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "model.onnx", "labels.json", "roc.png", "confusion_matrix.png", "svm_cv_accuracy.png"} <= artifacts

@@ -73,7 +73,9 @@ def check_files(model_dir: Path) -> tuple[dict, list[str]]:
     for name in BUNDLE_FILES:
         if not (model_dir / name).is_file():
             raise MissingArtifact(f"{model_dir / name} does not exist: run scripts 1-5 for this dataset ({make} exports "
-                                  f"the bundle), or point MODEL_DIR at a folder holding {', '.join(BUNDLE_FILES)}")
+                                  f"the bundle; --set datasetName=... picks the dataset), or point at a folder holding "
+                                  f"{', '.join(BUNDLE_FILES)} (MODEL_DIR for the service, --model-dir for scripts/predict.py "
+                                  f"and scripts/toLabel.py)")
     meta = json.loads((model_dir / BUNDLE_META).read_text(encoding="utf-8"))
     for name, key in ((BUNDLE_MODEL, "model_digest"), (BUNDLE_LABELS, "labels_digest")):
         if meta.get(key) != file_digest(model_dir / name):

@@ -107,17 +107,19 @@ def leaks(duplicate_groups: list[list[str]], side: dict[str, str]) -> list[list[
     return [g for g in duplicate_groups if {"train", "test"} <= {side.get(p) for p in g}]
 
 
-CSV_COLUMNS = ("group", "path", "label", "side", "leak")
+CSV_COLUMNS = ("group", "path", "label", "side", "leak", "label_conflict")
 
 
 def report_rows(duplicate_groups: list[list[str]], split: dict) -> list[dict]:
     """One row per member of each group (paths relative to the image folder, as ``split.json`` has them), with its
-    class, its side ('train', 'test', or '' when the split left it out) and whether its group leaks."""
+    class, its side ('train', 'test', or '' when the split left it out), whether its group leaks, and whether its
+    group holds more than one class (a label conflict: the same picture under two labels)."""
     labels = split["labels"]
     where = {p: (labels[k], side) for side in ("train", "test") for p, k in split[side]}
     leaking = {id(g) for g in leaks(duplicate_groups, {p: s for p, (_, s) in where.items()})}
+    conflicting = {id(g) for g in duplicate_groups if len({where[p][0] for p in g if p in where}) > 1}
     return [{"group": number, "path": p, "label": where.get(p, ("", ""))[0], "side": where.get(p, ("", ""))[1],
-             "leak": id(g) in leaking}
+             "leak": id(g) in leaking, "label_conflict": id(g) in conflicting}
             for number, g in enumerate(duplicate_groups, 1) for p in g]
 
 
@@ -126,14 +128,16 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
-    return [{**row, "group": int(row["group"]), "leak": row["leak"] == "True"} for row in load_csv(path)]
+    return [{**row, "group": int(row["group"]), "leak": row["leak"] == "True", "label_conflict": row.get("label_conflict") == "True"}
+            for row in load_csv(path)]
 
 
 def summary(rows: list[dict]) -> dict:
     """Counts for the console, split.json, the report and MLflow."""
     groups = {r["group"] for r in rows}
     leaking = {r["group"] for r in rows if r["leak"]}
-    return {"groups": len(groups), "images": len(rows), "leaking_groups": len(leaking)}
+    conflicting = {r["group"] for r in rows if r["label_conflict"]}
+    return {"groups": len(groups), "images": len(rows), "leaking_groups": len(leaking), "conflicting_groups": len(conflicting)}
 
 
 def describe(rows: list[dict], max_distance: int, dedicated_test: bool, kept_together: bool, examples: int = 3) -> str:
@@ -142,11 +146,16 @@ def describe(rows: list[dict], max_distance: int, dedicated_test: bool, kept_tog
     if not counts["groups"]:
         return f"near-duplicates (dhash within {max_distance} bits): none"
     lines = [f"near-duplicates (dhash within {max_distance} bits): {counts['groups']} group(s), {counts['images']} images; "
-             f"{counts['leaking_groups']} group(s) straddle train and test (leaks)"]
+             f"{counts['leaking_groups']} group(s) straddle train and test (leaks); {counts['conflicting_groups']} hold "
+             f"more than one class (label conflicts); all in duplicates.csv"]
     leaking = sorted({r["group"] for r in rows if r["leak"]})
     for number in leaking[:examples]:
         members = [f"{r['path']} ({r['side']})" for r in rows if r["group"] == number]
         lines.append(f"  leak: {', '.join(members)}")
+    conflicting = sorted({r["group"] for r in rows if r["label_conflict"] and not r["leak"]})
+    for number in conflicting[:examples]:
+        members = [r["path"] for r in rows if r["group"] == number]
+        lines.append(f"  label conflict: {', '.join(members)}: the same picture under two classes; keep one")
     if leaking and dedicated_test:
         lines.append("  the test set comes from dedicatedTestImages.tsv and is kept as it is: look at the groups with "
                      "leak=True in duplicates.csv (report.html shows them); where they are copies, delete the training "

@@ -57,6 +57,7 @@ class DatasetPaths:
         self.roc_plot = proc / "roc.png"
         self.confusion_plot = proc / "confusion_matrix.png"
         self.test_scores = proc / "test_scores.npz"
+        self.test_predictions = proc / "test_predictions.csv"
         self.report = proc / "report.html"
         self.annotation_log = proc / "annotation_log.jsonl"
         self.mlflow_run = proc / "mlflow_run.json"

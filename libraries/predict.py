@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import load_csv, save_csv
 from .bundle import Bundle
+from .errors import UserError
 from .featurize import iter_batches, load_and_preprocess
 from .images import list_files
 
@@ -33,8 +33,9 @@ def collect_files(sources: list[str | Path]) -> tuple[list[Path], list[str]]:
         else:
             found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not found:
-            missing.append(f"{source}: no such file or folder, or nothing in it" if not path.exists()
-                           else f"{source}: holds no files")
+            missing.append(f"{source}: holds no files" if path.is_dir() else
+                           f"{source}: no such file or folder" if not any(c in source for c in "*?[") else
+                           f"{source}: the pattern matches no file")
         for f in found:
             key = f.resolve()
             if key not in seen:
@@ -61,6 +62,16 @@ def predict_files(bundle: Bundle, files: list[Path], batch_size: int = 32, worke
     return probabilities, errors, len(files) / elapsed
 
 
+def predict_sources(bundle: Bundle, sources: list[str | Path], batch_size: int = 32, progress: bool = True):
+    """``collect_files`` then ``predict_files``: (files, probabilities, errors, img/s, messages about sources that
+    name nothing). Raises ``UserError`` when no source names a file."""
+    files, missing = collect_files(sources)
+    if not files:
+        raise UserError("; ".join(missing))
+    probabilities, errors, speed = predict_files(bundle, files, batch_size=batch_size, progress=progress)
+    return files, probabilities, errors, speed, missing
+
+
 def margin_and_entropy(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the best probability minus the second best, and the entropy in bits."""
     top = -np.sort(-probabilities, axis=1)
@@ -69,29 +80,39 @@ def margin_and_entropy(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return margin, -(p * np.log2(p)).sum(1)
 
 
+PREDICTION_COLUMNS = ("path", "label", "probability", "error")
+
+
+def columns(labels: list[str], first: tuple[str, ...] = (), then: tuple[str, ...] = ()) -> list[str]:
+    """A predictions CSV's header: ``first``, path, label, probability, error, ``then``, one ``p_<class>`` per class."""
+    return [*first, *PREDICTION_COLUMNS, *then] + [f"p_{label}" for label in labels]
+
+
+def prediction_rows(paths: list, probabilities: np.ndarray, errors: list[str | None], labels: list[str]) -> list[dict]:
+    """One row per file, in the given order: the most probable class and its probability, and every class's
+    probability; an unreadable file's row has its ``error`` and nothing else."""
+    rows = []
+    for path, p, error in zip(paths, probabilities, errors):
+        if error is not None:
+            rows.append({"path": str(path), "label": "", "probability": "", "error": error,
+                         **{f"p_{label}": "" for label in labels}})
+            continue
+        best = int(np.argmax(p))
+        rows.append({"path": str(path), "label": labels[best], "probability": round(float(p[best]), 6), "error": "",
+                     **{f"p_{label}": round(float(q), 6) for label, q in zip(labels, p)}})
+    return rows
+
+
 def to_label_rows(files: list[Path], probabilities: np.ndarray, errors: list[str | None], labels: list[str]
                   ) -> list[dict]:
     """The rows of ``to_label.csv``: the readable images, smallest margin (most worth labelling) first, then the
     unreadable ones with their reason."""
     margin, entropy = margin_and_entropy(np.nan_to_num(probabilities))
-    good = [i for i, e in enumerate(errors) if e is None]
-    rows = []
-    for i in sorted(good, key=lambda i: (margin[i], str(files[i]))):
-        best = int(np.argmax(probabilities[i]))
-        rows.append({"rank": len(rows) + 1, "path": str(files[i]), "margin": round(float(margin[i]), 6),
-                     "entropy": round(float(entropy[i]), 6), "label": labels[best],
-                     "probability": round(float(probabilities[i, best]), 6), "error": "",
-                     **{f"p_{label}": round(float(p), 6) for label, p in zip(labels, probabilities[i])}})
-    for i, e in enumerate(errors):
-        if e is not None:
-            rows.append({"rank": "", "path": str(files[i]), "margin": "", "entropy": "", "label": "",
-                         "probability": "", "error": e, **{f"p_{label}": "" for label in labels}})
-    return rows
+    rows = prediction_rows(files, probabilities, errors, labels)
+    good = sorted((i for i, e in enumerate(errors) if e is None), key=lambda i: (margin[i], str(files[i])))
+    ranked = [{**rows[i], "rank": rank, "margin": round(float(margin[i]), 6), "entropy": round(float(entropy[i]), 6)}
+              for rank, i in enumerate(good, 1)]
+    return ranked + [{**rows[i], "rank": "", "margin": "", "entropy": ""} for i, e in enumerate(errors) if e is not None]
 
 
-def write_csv(path: Path, rows: list[dict], labels: list[str]) -> None:
-    save_csv(path, rows, ["rank", "path", "margin", "entropy", "label", "probability", "error"] + [f"p_{l}" for l in labels])
-
-
-def read_csv(path: Path) -> list[dict]:
-    return load_csv(path)
+TO_LABEL_FIRST, TO_LABEL_THEN = ("rank",), ("margin", "entropy")

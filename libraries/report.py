@@ -37,9 +37,23 @@ def current_suspects(paths: DatasetPaths, classifier: str) -> list[dict] | None:
 def health_counts(paths: DatasetPaths, classifier: str) -> dict:
     """The counts of near-duplicate groups, leaking groups and label issues (for metrics.json and MLflow)."""
     duplicates_found = load_json(paths.split).get("duplicates") or {}
-    counts = {f"duplicate_{k}": duplicates_found[k] for k in ("groups", "leaking_groups") if k in duplicates_found}
+    counts = {f"duplicate_{k}": duplicates_found[k] for k in ("groups", "leaking_groups", "conflicting_groups")
+              if k in duplicates_found}
     suspects = current_suspects(paths, classifier)
-    return {**counts, **(label_issues.summary(suspects) if suspects else {})}
+    if suspects:
+        counts.update(label_issues.summary(suspects))
+        counts["excluded_suspects"] = load_json(paths.svm_meta).get("excluded_suspects", 0)
+    return counts
+
+
+def _groups(paths: DatasetPaths, rows: list[dict], numbers: list[int]) -> str:
+    parts = ['<div class="leaks">']
+    for number in numbers:
+        members = [r for r in rows if r["group"] == number]
+        parts.append('<div class="gallery leak">' + "".join(
+            _thumbnail(paths, r["path"], f'{html.escape(r["label"])}, <b>{html.escape(r["side"])}</b>') for r in members)
+            + "</div>")
+    return "".join(parts) + "</div>"
 
 
 def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, max_leaks: int = 6) -> list[str]:
@@ -49,32 +63,39 @@ def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, ma
     counts = load_json(paths.split).get("duplicates")
     if counts and paths.duplicates.is_file():
         rows = duplicates.read_csv(paths.duplicates)
+        conflicts = counts.get("conflicting_groups", 0)
         parts.append(f'<p id="duplicates">Near-duplicates (dhash within {counts["max_distance"]} bits): '
                      f'<b>{counts["groups"]}</b> group(s) of {counts["images"]} images; <b>{counts["leaking_groups"]}</b> '
-                     f"straddle train and test (leaks: the test set holds images the model has, in effect, seen). "
-                     f"All of them are listed in <code>{e(paths.duplicates.name)}</code>.</p>")
+                     f"straddle train and test (leaks: the test set holds images the model has, in effect, seen); "
+                     f"<b>{conflicts}</b> hold more than one class (label conflicts: the same picture under two "
+                     f"labels). All of them are listed in <code>{e(paths.duplicates.name)}</code>.</p>")
         leaking = sorted({r["group"] for r in rows if r["leak"]})[:max_leaks]
         if leaking:
-            parts.append(f"<p>The first {len(leaking)} leaking groups (class, side):</p>")
-        parts.append('<div class="leaks">')
-        for number in leaking:
-            members = [r for r in rows if r["group"] == number]
-            parts.append('<div class="gallery leak">' + "".join(
-                _thumbnail(paths, r["path"], f'{e(r["label"])}, <b>{e(r["side"])}</b>') for r in members) + "</div>")
-        parts.append("</div>")
+            parts.append(f"<p>The first {len(leaking)} leaking groups (class, side):</p>" + _groups(paths, rows, leaking))
+        conflicting = sorted({r["group"] for r in rows if r["label_conflict"] and not r["leak"]})[:max_leaks]
+        if conflicting:
+            parts.append(f"<p>The first {len(conflicting)} other groups with a label conflict (class, side):</p>"
+                         + _groups(paths, rows, conflicting))
     suspects = current_suspects(paths, classifier)
     if suspects is None:
+        record = load_json(paths.svm_meta).get("suspects") if classifier == "svm" and paths.svm_meta.is_file() else None
         why = ("the refined network has learnt the training labels, wrong ones included: run scripts 3-4 with "
-               "classifier=svm to search" if classifier != "svm" else "not searched (svm_boFindSuspects=False, or too few images)")
+               "classifier=svm to search" if classifier != "svm"
+               else f"not searched: {record['skipped']}" if record and record.get("skipped")
+               else "not searched (svm_boFindSuspects=False)")
         parts.append(f'<p id="suspects">Label suspects: {e(why)}.</p>')
         return parts
-    flagged = label_issues.summary(suspects)["label_issues"]
-    parts.append(f'<p id="suspects">Label suspects: cleanlab calls <b>{flagged}</b> of the {len(suspects)} training images '
-                 f"label issues (out-of-fold probabilities of the SVM). The {min(max_suspects, len(suspects))} most "
-                 f"suspicious, from <code>{e(paths.suspects.name)}</code>:</p>")
+    issues = [r for r in suspects if r["label_issue"]]
+    excluded = load_json(paths.svm_meta).get("excluded_suspects", 0)
+    parts.append(f'<p id="suspects">Label suspects: cleanlab calls <b>{len(issues)}</b> of the {len(suspects)} training '
+                 f"images label issues (out-of-fold probabilities of the SVM); all training images are ranked in "
+                 f"<code>{e(paths.suspects.name)}</code>. "
+                 + (f"<b>The SVM was fit without these {excluded}</b> (svm_boExcludeSuspects); the test set is unchanged. "
+                    if excluded else "")
+                 + (f"The {min(max_suspects, len(issues))} most suspicious:</p>" if issues else "</p>"))
     parts.append('<div class="gallery">' + "".join(
         _thumbnail(paths, r["path"], f'given: <b>{e(r["given_label"])}</b><br>looks like: <b>{e(r["suggested_label"])}</b>'
-                                     f'<br>quality&nbsp;{r["quality"]:.3f}') for r in suspects[:max_suspects]) + "</div>")
+                                     f'<br>quality&nbsp;{r["quality"]:.3f}') for r in issues[:max_suspects]) + "</div>")
     if paths.feature_map_plot.is_file():
         parts.append(f'<img class="plot" id="feature-map" alt="feature map" src="{png_uri(paths.feature_map_plot)}">')
     return parts
@@ -95,7 +116,12 @@ def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
                ("macro AUC", _pct(metrics["macro_auc"])), ("micro AUC", _pct(metrics["micro_auc"]))]
     parts = [f"<h1>Evaluation of {e(paths.dataset_name)}</h1>", '<table id="summary">']
     parts += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary]
-    parts += ["</table>", f'<p id="score-scale">Every score in this report is a {e(metrics["score"])}: the probabilities '
+    links = [f'<a href="{e(path.name)}">{e(path.name)}</a> ({what})' for path, what in (
+        (paths.test_predictions, "every test image's prediction"), (paths.suspects, "label suspects"),
+        (paths.duplicates, "near-duplicate groups")) if path.is_file()
+        and (path != paths.suspects or current_suspects(paths, metrics["classifier"]) is not None)]
+    parts += ["</table>"] + ([f'<p id="files">Beside this page: {"; ".join(links)}.</p>'] if links else [])
+    parts += [f'<p id="score-scale">Every score in this report is a {e(metrics["score"])}: the probabilities '
               "of an image's classes sum to 1, and they are the same numbers the web service answers.</p>",
               "<h2>Per class</h2>", '<table id="per-class"><tr><th>class</th><th>n</th><th>accuracy (recall)</th>'
               "<th>precision</th><th>recall</th><th>F1</th><th>AUC</th></tr>"]
@@ -117,8 +143,8 @@ def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
     if shown:
         parts.append("</div>")
     parts += data_health(paths, metrics["classifier"])
-    style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
-             "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:46rem;display:block}"
+    style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0;display:block;overflow-x:auto;max-width:100%}"
+             "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:min(46rem,100%);display:block}"
              ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figcaption code{overflow-wrap:anywhere}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

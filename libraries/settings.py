@@ -66,8 +66,12 @@ def apply_overrides(defaults: dict, annotations: dict, overrides: list[str]) -> 
         value = parse_value(text.strip())
         annotation = annotations.get(name, type(defaults[name]))
         if not _matches(value, annotation):
+            hint = ""
+            if _matches([], annotation) and isinstance(value, (tuple, int, float)) and not isinstance(value, bool):
+                as_list = list(value) if isinstance(value, tuple) else [value]
+                hint = f"; write a list in brackets, quoted for the shell: --set '{name}={as_list!r}'"
             raise BadParameter(
-                f"--set {item!r}: {name} must be of type {_type_name(annotation)}, got {type(value).__name__} {value!r}"
+                f"--set {item!r}: {name} must be of type {_type_name(annotation)}, got {type(value).__name__} {value!r}{hint}"
             )
         if annotation is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -146,22 +150,47 @@ def parse(module: types.ModuleType, argv: list[str] | None = None, description: 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a parameter of PARAMETERS.py with a Python literal; repeatable")
+    parser.add_argument("--print-params", action="store_true",
+                        help="print every parameter in effect (PARAMETERS.py with the --set overrides) and stop")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return load(module, args.set, backbone_names), args
+        params = load(module, args.set, backbone_names)
     except UserError as err:
         parser.exit(2, f"error: {err}\n")
+    if args.print_params:
+        print(describe(params, args.set), end="")
+        parser.exit(0)
+    return params, args
+
+
+def describe(params: types.SimpleNamespace, overrides: list[str] = ()) -> str:
+    """Every parameter in effect, one per line, those set on the command line marked."""
+    changed = {item.partition("=")[0].strip() for item in overrides}
+    width = max(len(name) for name in vars(params))
+    return "".join(f"{name:<{width}}  {value!r}{'   (--set)' if name in changed else ''}\n"
+                   for name, value in vars(params).items())
+
+
+def elapsed(seconds: float) -> str:
+    """'8.2 s', '3 min 05 s', '1 h 02 min'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def run(main) -> None:
-    """Run a script's ``main()``; a ``UserError`` ends it with one line on stderr and exit code 1, while any other
-    exception is a bug and keeps its traceback."""
+    """Run a script's ``main()`` and end with its elapsed time; a ``UserError`` ends it with one line on stderr and
+    exit code 1, while any other exception is a bug and keeps its traceback."""
     import sys
+    import time
 
+    start = time.perf_counter()
     try:
         main()
+        print(f"done in {elapsed(time.perf_counter() - start)}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

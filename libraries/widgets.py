@@ -12,7 +12,7 @@ import ipywidgets as w
 from PIL import Image
 
 from . import annotate, results
-from .artifacts import load_json
+from .artifacts import load_csv, load_json
 from .images import thumbnail_jpeg
 from .layout import DatasetPaths
 
@@ -115,9 +115,7 @@ class LabelQueue(_AnnotatingView):
 
     def __init__(self, to_label_csv: Path, images_dir: Path, split_path: Path, log_path: Path, per_page: int = 8,
                  thumb_size: int = 140):
-        from . import predict
-
-        self.rows = [r for r in predict.read_csv(to_label_csv) if not r["error"]]
+        self.rows = [r for r in load_csv(to_label_csv) if not r["error"]]
         self.images_dir, self.split_path, self.log_path = Path(images_dir), Path(split_path), Path(log_path)
         self.labels = load_json(split_path)["labels"]
         self.per_page, self.thumb_size, self.page = per_page, thumb_size, 0

@@ -2,15 +2,17 @@
 
 Scores are calibrated probabilities that sum to 1 (Platt-scaled SVM margins, or the refined DNN's softmax),
 the same numbers the service answers. Prints per-class accuracy, precision, recall, F1 and AUC, then overall and
-class-averaged accuracy. Writes metrics.json, test_scores.npz, roc.png (one-vs-rest ROC with per-class, micro and
-macro AUC), confusion_matrix.png and report.html (all of it with the worst mistakes, in one self-contained page);
+class-averaged accuracy. Writes metrics.json, test_scores.npz, test_predictions.csv (the columns of
+scripts/predict.py, plus the true label), roc.png (one-vs-rest ROC with per-class, micro and macro AUC),
+confusion_matrix.png and report.html (all of it with the worst mistakes, in one self-contained page);
 then the deployable bundle: model.onnx (uint8 images in, probabilities out), labels.json and deploy.json.
 """
 import numpy as np
 
 import PARAMETERS
-from libraries import evaluation, export, layout, model_io, plots, provenance, report, results, scoring, settings
-from libraries.artifacts import load_json, load_npz, save_figure
+from libraries import (evaluation, export, layout, model_io, plots, predict, provenance, report, results, scoring,
+                       settings)
+from libraries.artifacts import load_json, load_npz, save_csv, save_figure
 from libraries.errors import DatasetError
 from libraries.tracking import Tracker, flatten_numbers
 
@@ -35,11 +37,19 @@ def main():
                     "data_health": report.health_counts(paths, P.classifier),
                     "provenance": provenance.record("evaluation", params, paths)})
     metrics = results.save(paths, data["paths"][test], y, probabilities, raw, metrics)
+    rows = predict.prediction_rows(data["paths"][test], probabilities, [None] * len(y), labels)
+    save_csv(paths.test_predictions, [{**row, "true_label": labels[k]} for row, k in zip(rows, y)],
+             predict.columns(labels, then=("true_label",)))
     save_figure(paths.roc_plot, plots.roc_curves(y, probabilities, labels, metrics))
     save_figure(paths.confusion_plot, plots.confusion_matrices(np.array(metrics["confusion_matrix"]), labels))
     print(evaluation.report(metrics))
+    health = metrics["data_health"]
+    if health:
+        print("data health: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in health.items())
+              + " (report.html, section Data health)")
     report.write(paths)
-    print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.roc_plot}, {paths.confusion_plot} and {paths.report}")
+    print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.test_predictions}, {paths.roc_plot}, {paths.confusion_plot} "
+          f"and {paths.report}")
 
     onnx_path = export.export_pipeline_model(paths, params)
     print(f"exported the deployable bundle: {onnx_path}, {paths.labels} and {paths.deploy_meta}")

@@ -6,14 +6,13 @@ Runs the deployed bundle that script 5 exported (model.onnx, through onnxruntime
 probability; unreadable files come last, each with its reason. Label them with a click in
 notebooks/showImages.ipynb (the file moves into its class folder, logged and undoable), then rerun scripts 1-5.
 
-    .venv/bin/python scripts/toLabel.py FOLDER [--out to_label.csv] [--model-dir DIR] [--top 10]
+    .venv/bin/python scripts/toLabel.py FOLDER --set datasetName=NAME [--out to_label.csv] [--model-dir DIR] [--top 10]
 """
-import time
 from pathlib import Path
 
 import PARAMETERS
 from libraries import bundle, layout, predict, settings
-from libraries.errors import UserError
+from libraries.artifacts import save_csv
 
 
 def add_arguments(parser):
@@ -24,28 +23,25 @@ def add_arguments(parser):
 
 
 def main():
-    start = time.perf_counter()
     P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
     paths = layout.dataset_paths(P)
     model = bundle.read(Path(args.model_dir) if args.model_dir else paths.bundle)
-    files, missing = predict.collect_files(args.sources)
+    files, probabilities, errors, speed, missing = predict.predict_sources(model, args.sources, P.run_mbSize)
     for message in missing:
         print(f"warning: {message}")
-    if not files:
-        raise UserError(f"no files found in {', '.join(args.sources)}")
-    probabilities, errors, speed = predict.predict_files(model, files, batch_size=P.run_mbSize)
     rows = predict.to_label_rows(files, probabilities, errors, model.labels)
     out = Path(args.out) if args.out else paths.to_label
-    predict.write_csv(out, rows, model.labels)
+    save_csv(out, rows, predict.columns(model.labels, predict.TO_LABEL_FIRST, predict.TO_LABEL_THEN))
     for row in rows:
         if row["error"]:
             print(f"unreadable: {row['path']}: {row['error']}")
     ranked = [r for r in rows if not r["error"]]
-    print(f"the {min(args.top, len(ranked))} images the model is least sure of (margin = best minus runner-up probability):")
+    shown = min(args.top, len(ranked))
+    print(f"the {shown} image{'s' if shown != 1 else ''} the model is least sure of (margin = best minus runner-up "
+          f"probability):")
     for row in ranked[:args.top]:
         print(f"  {row['rank']:>4}. {row['path']}: {row['label']} {row['probability']:.3f}, margin {row['margin']:.3f}")
-    print(f"ranked {len(ranked)} image(s) at {speed:.0f} img/s, {len(rows) - len(ranked)} unreadable; wrote {out} "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(f"ranked {len(ranked)} image(s) at {speed:.0f} img/s, {len(rows) - len(ranked)} unreadable; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,11 @@ def test_group_aware_split_keeps_groups_on_one_side(tmp_path):
     classes, _ = find_classes(tmp_path)
     found, _ = duplicates.find(sorted(p for files in classes.values() for p in files), progress=False)
     assert [set(g) for g in found] == sorted(groups, key=min)
+    split, _ = make_split(classes, tmp_path, 0.5, 0, together=found)
+    rel = [[p.relative_to(tmp_path).as_posix() for p in g] for g in found]
+    rows = duplicates.report_rows(rel, split)
+    conflicts = {r["group"] for r in rows if r["label_conflict"]}
+    assert conflicts == {1} and duplicates.summary(rows)["conflicting_groups"] == 1  # copy0_2 went to class b
     for seed in range(6):
         split, _ = make_split(classes, tmp_path, 0.5, seed, together=found)
         side = {tmp_path / p: s for s in ("train", "test") for p, _ in split[s]}
@@ -105,6 +110,7 @@ def test_planted_leak_is_reported_by_script_1(tmp_path):
     assert sorted(found.values(), key=min) == sorted(planted, key=min)
     split = json.loads((tmp_path / "proc" / "toy" / "split.json").read_text())
     assert split["duplicates"]["leaking_groups"] == 5 and split["duplicates"]["max_distance"] == 10
+    assert split["duplicates"]["conflicting_groups"] == 0
 
     # without the fixed test list, the group-aware split keeps every planted pair on one side
     (images / "dedicatedTestImages.tsv").unlink()

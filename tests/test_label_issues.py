@@ -99,6 +99,9 @@ def test_planted_label_errors_in_a_real_run_of_scripts_1_to_4(tmp_path):
     run_script("4_trainSVM.py", tmp_path, *FAST, "svm_boExcludeSuspects=True")
     meta = json.loads((proc / "svm.json").read_text())
     assert meta["excluded_suspects"] >= 1 and meta["num_train_images"] == 90 - meta["excluded_suspects"]
+    out = run_script("5_evaluate.py", tmp_path, *FAST, "svm_boExcludeSuspects=True").stdout
+    assert f"excluded suspects {meta['excluded_suspects']}" in out
+    assert f"The SVM was fit without these {meta['excluded_suspects']}" in (proc / "report.html").read_text()
 
     # turned off, it leaves no stale suspects.csv or map behind
     out = run_script("4_trainSVM.py", tmp_path, *FAST, "svm_boFindSuspects=False").stdout
@@ -113,3 +116,6 @@ def test_too_small_a_class_skips_the_suspects_with_a_message_and_the_svm_still_t
     out = run_script("4_trainSVM.py", tmp_path, *FAST).stdout
     assert "label suspects skipped: class 'horizontal' has 3 training image(s), fewer than the 5" in out, out
     assert (tmp_path / "proc" / "toy" / "svm.json").is_file() and not (tmp_path / "proc" / "toy" / "suspects.csv").exists()
+    run_script("5_evaluate.py", tmp_path, *FAST)
+    page = (tmp_path / "proc" / "toy" / "report.html").read_text()
+    assert "Label suspects: not searched: class &#x27;horizontal&#x27; has 3 training image(s)" in page

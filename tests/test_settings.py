@@ -56,7 +56,10 @@ def test_overrides_apply_and_check_types():
     ("rf_mbSize=big", "must be of type int, got str"),
     ("rf_mbSize=2.5", "must be of type int, got float"),
     ("rf_boFreezeWeights=1", "must be of type bool"),
-    ("svm_CVals=3", "must be of type list"),
+    ("svm_CVals=3", r"must be of type list, got int 3; write a list in brackets, quoted for the shell: --set 'svm_CVals=\[3\]'"),
+    ("svm_CVals=1,10", r"got tuple \(1, 10\); write a list in brackets, quoted for the shell: --set 'svm_CVals=\[1, 10\]'"),
+    ("rf_lrPerMb=0.01", r"--set 'rf_lrPerMb=\[0.01\]'"),
+    ("rf_mbSiz=3", "Did you mean 'rf_mbSize'"),
     ("datasetName", "expected name=value"),
 ])
 def test_bad_overrides_say_what_is_wrong(item, message):
@@ -110,3 +113,20 @@ def test_missing_data_dir_is_one_clear_sentence(tmp_path):
     assert result.returncode == 1
     assert "does not exist: set DATA_DIR" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_print_params_shows_every_parameter_in_effect_and_does_no_work(tmp_path):
+    result = run_script("1_prepareData.py", tmp_path, "datasetName=mine", "rf_maxEpochs=3", extra=["--print-params"])
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(DEFAULTS)
+    assert any(line.split() == ["datasetName", "'mine'", "(--set)"] for line in lines)
+    assert any(line.split() == ["rf_maxEpochs", "3", "(--set)"] for line in lines)
+    assert any(line.split() == ["classifier", "'svm'"] for line in lines)
+    assert not (tmp_path / "proc").exists()
+
+
+def test_every_script_ends_with_its_elapsed_time(tmp_path):
+    from libraries.settings import elapsed
+
+    assert [elapsed(8.24), elapsed(185), elapsed(3725)] == ["8.2 s", "3 min 05 s", "1 h 02 min"]
+    assert run_script("5_evaluate.py", tmp_path, "datasetName=toy", check=False).stdout.strip() == ""  # an error: no time

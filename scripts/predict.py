@@ -1,0 +1,47 @@
+"""Predict a folder of images with the deployed model, to a CSV (or JSON).
+
+Runs the bundle that script 5 exported (model.onnx through onnxruntime, no torch: it works wherever the service
+works) on files, folders (recursively) and glob patterns, in batches, with a progress bar. Writes one row per file:
+path, label, probability, error, and p_<class> for every class; the probabilities are the service's. An
+unreadable file gets a row with its error filled in and the rest empty, and is listed on the console.
+
+    .venv/bin/python scripts/predict.py PATH [PATH ...] --set datasetName=NAME [--out predictions.csv] [--json] [--model-dir DIR]
+"""
+import json
+from pathlib import Path
+
+import PARAMETERS
+from libraries import bundle, layout, predict, settings
+from libraries.artifacts import atomic_path, save_csv
+
+
+def add_arguments(parser):
+    parser.add_argument("sources", nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
+    parser.add_argument("--out", default="predictions.csv", help="the file to write (default: predictions.csv here)")
+    parser.add_argument("--json", action="store_true", help="write JSON (a list of rows) instead of CSV")
+    parser.add_argument("--model-dir", default=None, help="the bundle to use (default: the dataset's, from script 5)")
+
+
+def main():
+    P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
+    model = bundle.read(Path(args.model_dir) if args.model_dir else layout.dataset_paths(P).bundle)
+    print(f"model: {model.describe()}")
+    files, probabilities, errors, speed, missing = predict.predict_sources(model, args.sources, P.run_mbSize)
+    for message in missing:
+        print(f"warning: {message}")
+    rows = predict.prediction_rows(files, probabilities, errors, model.labels)
+    out = Path(args.out)
+    if args.json:
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    else:
+        save_csv(out, rows, predict.columns(model.labels))
+    for row in rows:
+        if row["error"]:
+            print(f"unreadable: {row['path']}: {row['error']}")
+    bad = sum(1 for row in rows if row["error"])
+    print(f"predicted {len(rows) - bad} image(s) at {speed:.0f} img/s, {bad} unreadable; wrote {out}")
+
+
+if __name__ == "__main__":
+    settings.run(main)

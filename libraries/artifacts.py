@@ -72,6 +72,14 @@ def load_npz(path: str | Path) -> dict:
         return {key: data[key] for key in data.files}
 
 
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """An (H, W, 3) uint8 RGB array as a PNG, written atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, "PNG")
+
+
 def save_figure(path: str | Path, figure) -> None:
     import matplotlib.pyplot as plt
 

@@ -55,6 +55,16 @@ class EfficientNetLiteFeatures(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
+def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's last convolutional feature map (B, C, h, w) of a normalised (B, 3, H, W) batch: what its
+    pooled features average, and what class activation maps weigh."""
+    if isinstance(backbone, EfficientNetLiteFeatures):
+        return backbone.net.extract_features(x)
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):  # torchvision ResNets
+        x = getattr(backbone, name)(x)
+    return x
+
+
 def _lite_blocks(features: EfficientNetLiteFeatures) -> list[list[nn.Module]]:
     net = features.net
     return [[net._conv_stem, net._bn0], *([block] for block in net._blocks), [net._conv_head, net._bn1]]

@@ -21,10 +21,15 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _thumbnail(paths: DatasetPaths, rel_path: str, caption: str) -> str:
+def _jpeg_uri(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def _thumbnail(paths: DatasetPaths, rel_path: str, caption: str, cam: bytes | None = None) -> str:
     thumbnail = thumbnail_jpeg(paths.images / rel_path)
-    image = (f'<img alt="{html.escape(rel_path)}" src="data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}">'
-             if thumbnail else "<div>(unreadable)</div>")
+    image = f'<img alt="{html.escape(rel_path)}" src="{_jpeg_uri(thumbnail)}">' if thumbnail else "<div>(unreadable)</div>"
+    if cam:
+        image += f'<img class="cam" alt="class activation map of {html.escape(rel_path)}" src="{_jpeg_uri(cam)}">'
     return f"<figure>{image}<figcaption><code>{html.escape(rel_path)}</code><br>{caption}</figcaption></figure>"
 
 
@@ -101,7 +106,9 @@ def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, ma
     return parts
 
 
-def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
+def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] | None = None) -> str:
+    """The page; ``cams`` maps a test image's path to a JPEG of its class activation map (shown beside it)."""
+    cams = cams or {}
     metrics = load_json(paths.metrics)
     rows = results.load_for(paths)
     mistakes = results.select(rows, only_wrong=True, worst_first=True)
@@ -136,21 +143,29 @@ def render(paths: DatasetPaths, max_mistakes: int = 24) -> str:
             parts.append(f'<h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}">')
     shown = mistakes[:max_mistakes]
     parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
+    if cams:
+        parts.append("<p>Beside each image, where the model looked: the class activation map of the predicted class "
+                     "(red = most).</p>")
     parts.append('<div id="mistakes" class="gallery">' if shown else "<p>No mistakes on the test set.</p>")
     for row in shown:
         parts.append(_thumbnail(paths, row["path"], f'true: <b>{e(row["true"])}</b><br>predicted: <b>{e(row["predicted"])}</b> '
-                                                    f'(probability&nbsp;{100 * row["confidence"]:.1f}%)'))
+                                                    f'(probability&nbsp;{100 * row["confidence"]:.1f}%)', cams.get(row["path"])))
     if shown:
         parts.append("</div>")
     parts += data_health(paths, metrics["classifier"])
     style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0;display:block;overflow-x:auto;max-width:100%}"
              "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:min(46rem,100%);display:block}"
-             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figcaption code{overflow-wrap:anywhere}")
+             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figure:has(.cam){width:340px}figure img{width:160px;margin-right:4px}figcaption code{overflow-wrap:anywhere}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write(paths: DatasetPaths, max_mistakes: int = 24) -> Path:
+def worst_mistakes(paths: DatasetPaths, max_mistakes: int = 24) -> list[dict]:
+    """The mistakes the report shows, most confident first."""
+    return results.select(results.load_for(paths), only_wrong=True, worst_first=True)[:max_mistakes]
+
+
+def write(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] | None = None) -> Path:
     with atomic_path(paths.report) as tmp:
-        tmp.write_text(render(paths, max_mistakes), encoding="utf-8")
+        tmp.write_text(render(paths, max_mistakes, cams), encoding="utf-8")
     return paths.report

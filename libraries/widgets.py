@@ -164,11 +164,15 @@ class ResultBrowser:
     (the calibrated probabilities of script 5, which the service answers too)."""
 
     def __init__(self, paths: DatasetPaths, only_wrong: bool = False, worst_first: bool = True, size: int = 260,
-                 params: dict | None = None):
+                 params: dict | None = None, explainer=None):
         self.rows = results.load_for(paths, params)
-        self.images_dir, self.size, self.index = paths.images, size, 0
+        self.images_dir, self.size, self.index, self.explainer = paths.images, size, 0, explainer
+        self.labels = list(self.rows[0]["probabilities"]) if self.rows else []
         self.only_wrong = w.Checkbox(value=only_wrong, description="wrong predictions only")
         self.worst_first = w.Checkbox(value=worst_first, description="worst mistakes first")
+        # given an explain.Explainer: where the model looked, the class activation map of the predicted class
+        self.cam = w.Checkbox(value=False, description="where the model looked", disabled=explainer is None)
+        self.cam.observe(lambda _: self.show(self.index), names="value")
         self.previous, self.next = w.Button(description="◀ previous"), w.Button(description="next ▶")
         self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{size}px"))
         self.text = w.HTML()
@@ -177,7 +181,7 @@ class ResultBrowser:
             box.observe(lambda _: self.show(0), names="value")
         self.previous.on_click(lambda _: self.show(self.index - 1))
         self.next.on_click(lambda _: self.show(self.index + 1))
-        self.widget = w.VBox([w.HBox([self.only_wrong, self.worst_first, self.previous, self.next]),
+        self.widget = w.VBox([w.HBox([self.only_wrong, self.worst_first, self.cam, self.previous, self.next]),
                               w.HBox([self.image, w.VBox([self.text, self.bars])])])
         self.show(0)
 
@@ -192,7 +196,13 @@ class ResultBrowser:
             return
         self.index = min(max(index, 0), len(rows) - 1)
         row = rows[self.index]
-        self.image.value = thumbnail_bytes(self.images_dir / row["path"], self.size)
+        if self.cam.value and self.explainer is not None:
+            from . import explain
+
+            image = explain.overlays(self.explainer, [self.images_dir / row["path"]], [self.labels.index(row["predicted"])])[0]
+            self.image.value = explain.jpeg(image, self.size)
+        else:
+            self.image.value = thumbnail_bytes(self.images_dir / row["path"], self.size)
         verdict = "correct" if row["correct"] else "<span style='color:#b00020'>wrong</span>"
         e = html.escape
         self.text.value = (f"{self.index + 1} of {len(rows)}: <code>{e(row['path'])}</code><br>true: <b>{e(row['true'])}</b>, "

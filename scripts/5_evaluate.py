@@ -4,13 +4,13 @@ Scores are calibrated probabilities that sum to 1 (Platt-scaled SVM margins, or 
 the same numbers the service answers. Prints per-class accuracy, precision, recall, F1 and AUC, then overall and
 class-averaged accuracy. Writes metrics.json, test_scores.npz, test_predictions.csv (the columns of
 scripts/predict.py, plus the true label), roc.png (one-vs-rest ROC with per-class, micro and macro AUC),
-confusion_matrix.png and report.html (all of it with the worst mistakes, in one self-contained page);
-then the deployable bundle: model.onnx (uint8 images in, probabilities out), labels.json and deploy.json.
+confusion_matrix.png and report.html (all of it with the worst mistakes and the class activation map of each,
+in one self-contained page); then the deployable bundle: model.onnx (uint8 images in, probabilities out), labels.json and deploy.json.
 """
 import numpy as np
 
 import PARAMETERS
-from libraries import (evaluation, export, layout, model_io, plots, predict, provenance, report, results, scoring,
+from libraries import (evaluation, explain, export, layout, model_io, plots, predict, provenance, report, results, scoring,
                        settings)
 from libraries.artifacts import load_json, load_npz, save_csv, save_figure
 from libraries.errors import DatasetError
@@ -47,7 +47,11 @@ def main():
     if health:
         print("data health: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in health.items())
               + " (report.html, section Data health)")
-    report.write(paths)
+    mistakes = report.worst_mistakes(paths)
+    explainer = explain.Explainer.from_paths(paths, params)
+    maps = explain.overlays(explainer, [paths.images / r["path"] for r in mistakes],
+                            [labels.index(r["predicted"]) for r in mistakes])
+    report.write(paths, cams={r["path"]: explain.jpeg(m) for r, m in zip(mistakes, maps)})
     print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.test_predictions}, {paths.roc_plot}, {paths.confusion_plot} "
           f"and {paths.report}")
 

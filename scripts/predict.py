@@ -5,14 +5,16 @@ works) on files, folders (recursively) and glob patterns, in batches, with a pro
 path, label, probability, error, and p_<class> for every class; the probabilities are the service's. An
 unreadable file gets a row with its error filled in and the rest empty, and is listed on the console.
 
-    .venv/bin/python scripts/predict.py PATH [PATH ...] --set datasetName=NAME [--out predictions.csv] [--json] [--model-dir DIR]
+    .venv/bin/python scripts/predict.py PATH [PATH ...] --set datasetName=NAME [--out predictions.csv] [--json]
+        [--model-dir DIR] [--cam DIR]
 """
 import json
 from pathlib import Path
 
 import PARAMETERS
 from libraries import bundle, layout, predict, settings
-from libraries.artifacts import atomic_path, save_csv
+from libraries.artifacts import atomic_path, save_csv, save_png
+from libraries.errors import UserError
 
 
 def add_arguments(parser):
@@ -20,6 +22,9 @@ def add_arguments(parser):
     parser.add_argument("--out", default="predictions.csv", help="the file to write (default: predictions.csv here)")
     parser.add_argument("--json", action="store_true", help="write JSON (a list of rows) instead of CSV")
     parser.add_argument("--model-dir", default=None, help="the bundle to use (default: the dataset's, from script 5)")
+    parser.add_argument("--cam", default=None, metavar="DIR", help="also write, per image, where the model looked: the "
+                        "class activation map of the predicted class over the image, as DIR/<n>_<name>.png (needs "
+                        "the dataset's trained artifacts, not only a bundle)")
 
 
 def main():
@@ -41,6 +46,25 @@ def main():
             print(f"unreadable: {row['path']}: {row['error']}")
     bad = sum(1 for row in rows if row["error"])
     print(f"predicted {len(rows) - bad} image(s) at {speed:.0f} img/s, {bad} unreadable; wrote {out}")
+    if args.cam:
+        if args.model_dir:
+            raise UserError("--cam needs the dataset's trained network, which a bundle (--model-dir) does not hold: "
+                            "drop --model-dir and name the dataset with --set datasetName=...")
+        write_cams(P, Path(args.cam), [(f, row) for f, row in zip(files, rows) if not row["error"]], model.labels)
+
+
+def write_cams(P, folder: Path, good: list, labels: list[str]) -> None:
+    """The class activation map of each image's predicted class, over the image, as a PNG per image."""
+    from libraries import explain  # torch, only here: predicting needs onnxruntime alone
+
+    explainer = explain.Explainer.from_paths(layout.dataset_paths(P), vars(P))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [f for f, _ in good]
+    maps = explain.overlays(explainer, files, [labels.index(row["label"]) for _, row in good], P.run_mbSize)
+    for number, (file, image) in enumerate(zip(files, maps), 1):
+        save_png(folder / f"{number:04d}_{Path(file).stem}.png", image)
+    print(f"wrote {len(maps)} class activation map(s) ({explainer.kind}: "
+          f"{'Grad-CAM' if explainer.kind == 'dnn' else 'the SVM weights over the last feature map'}) to {folder}")
 
 
 if __name__ == "__main__":

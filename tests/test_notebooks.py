@@ -67,6 +67,7 @@ def test_result_browser_steps_through_mistakes(evaluated):
     assert rb.index == 1 and "true:" in rb.text.value and "%" in rb.bars.value
     rb.only_wrong.value = True
     assert all(not r["correct"] for r in rb.selection())
+    assert rb.cam.disabled  # no explainer given: the toggle is off
 
 
 def test_results_of_a_changed_split_are_refused(evaluated):

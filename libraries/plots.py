@@ -40,8 +40,18 @@ def svm_cv_accuracy(table: list[dict], chosen_c: float):
 
 
 def roc_curves(y_true: np.ndarray, scores: np.ndarray, labels: list[str], metrics: dict):
+    """One-vs-rest ROC per class with the micro average; for two classes, the one curve of the first class (the
+    other class's curve is the same curve mirrored, and its AUC the same)."""
     fig, ax = plt.subplots(figsize=(6, 5))
     onehot = np.eye(len(labels))[y_true]
+    if len(labels) == 2 and metrics["auc"][labels[0]] is not None:
+        fpr, tpr, _ = roc_curve(onehot[:, 0], scores[:, 0])
+        ax.plot(fpr, tpr, lw=1.8, label=f"{labels[0]} vs {labels[1]} (AUC {auc(fpr, tpr):.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set(xlabel=f"false positive rate ({labels[1]} called {labels[0]})",
+               ylabel=f"true positive rate (recall of {labels[0]})", xlim=(0, 1), ylim=(0, 1.02), title="ROC")
+        ax.legend(loc="lower right", fontsize=9)
+        return fig
     for k, label in enumerate(labels):
         if metrics["auc"][label] is None:
             continue
@@ -72,7 +82,8 @@ def confusion_matrices(cm: np.ndarray, labels: list[str]):
         for i in range(len(labels)):
             for j in range(len(labels)):
                 ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center",
-                        color="white" if matrix[i, j] > threshold else "black", fontsize=8)
+                        color="white" if matrix[i, j] > threshold else "black",
+                        fontsize=max(9, 16 - len(labels)))
     fig.tight_layout()
     return fig
 

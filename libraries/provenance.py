@@ -158,3 +158,16 @@ def step_key(params: dict, step: str, paths: DatasetPaths) -> str:
     """A digest of everything a step's result depends on (its parameters and its inputs)."""
     made = record(step, params, paths)
     return text_digest([made["parameters"], made["inputs"]])
+
+
+def code_version() -> str:
+    """The git commit of this project's code (with '-dirty' for uncommitted changes), or 'unknown' outside a
+    git checkout: which code made a result."""
+    import subprocess
+
+    try:
+        found = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True,
+                               cwd=Path(__file__).resolve().parent.parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else "unknown"

@@ -113,11 +113,17 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     rows = results.load_for(paths)
     mistakes = results.select(rows, only_wrong=True, worst_first=True)
     e = html.escape
-    summary = [("classifier", e(metrics["classifier"])), ("backbone", e(f"{metrics.get('backbone')} at {metrics.get('input_size')} px"
+    run = metrics.get("run", {})
+    counts = run.get("images", {})
+    summary = [("made", e(run.get("date", "n/a"))), ("code", e(run.get("code_version", "n/a"))),
+               ("dataset", e(paths.dataset_name)),
+               ("classifier", e(metrics["classifier"])), ("backbone", e(f"{metrics.get('backbone')} at {metrics.get('input_size')} px"
                                                                      + (", refined" if metrics.get("refined") else ", fixed"))),
                ("test-time augmentation", e(metrics.get("test_time_augmentation", "none"))),
                ("SVM C", "n/a" if metrics.get("svm_C") is None else f"{metrics['svm_C']:g}"),
-               ("test images", str(metrics["num_test_images"])),
+               ("images: train / validation / test", " / ".join(str(counts.get(k, "n/a")) for k in ("train", "validation", "test"))
+                if counts else str(metrics["num_test_images"])),
+               ("refinement time", e(run["refinement_time"]) if run.get("refinement_time") else "none (fixed network)"),
                ("overall accuracy", _pct(metrics["overall_accuracy"])),
                ("class-averaged accuracy", _pct(metrics["class_averaged_accuracy"])),
                ("macro AUC", _pct(metrics["macro_auc"])), ("micro AUC", _pct(metrics["micro_auc"]))]
@@ -130,17 +136,16 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     parts += ["</table>"] + ([f'<p id="files">Beside this page: {"; ".join(links)}.</p>'] if links else [])
     parts += [f'<p id="score-scale">Every score in this report is a {e(metrics["score"])}: the probabilities '
               "of an image's classes sum to 1, and they are the same numbers the web service answers.</p>",
-              "<h2>Per class</h2>", '<table id="per-class"><tr><th>class</th><th>n</th><th>accuracy (recall)</th>'
-              "<th>precision</th><th>recall</th><th>F1</th><th>AUC</th></tr>"]
+              "<h2>Per class</h2>", '<table id="per-class"><tr><th>class</th><th>n</th><th>recall (the per-class '
+              "accuracy)</th><th>precision</th><th>F1</th><th>AUC</th></tr>"]
     for label in metrics["labels"]:
         parts.append(f"<tr><td>{e(label)}</td><td>{metrics['support'][label]}</td>"
-                     f"<td>{_pct(metrics['per_class_accuracy'][label])}</td><td>{_pct(metrics['precision'][label])}</td>"
-                     f"<td>{_pct(metrics['recall'][label])}</td><td>{_pct(metrics['f1'][label])}</td>"
-                     f"<td>{_pct(metrics['auc'][label])}</td></tr>")
+                     f"<td>{_pct(metrics['recall'][label])}</td><td>{_pct(metrics['precision'][label])}</td>"
+                     f"<td>{_pct(metrics['f1'][label])}</td><td>{_pct(metrics['auc'][label])}</td></tr>")
     parts.append("</table>")
-    for path, title in paths.plots():
-        if path.is_file():
-            parts.append(f'<h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}">')
+    parts.append('<div class="plots">' + "".join(
+        f'<figure class="plotbox"><h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}"></figure>'
+        for path, title in paths.plots() if path.is_file()) + "</div>")
     shown = mistakes[:max_mistakes]
     parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
     if cams:
@@ -149,13 +154,13 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     parts.append('<div id="mistakes" class="gallery">' if shown else "<p>No mistakes on the test set.</p>")
     for row in shown:
         parts.append(_thumbnail(paths, row["path"], f'true: <b>{e(row["true"])}</b><br>predicted: <b>{e(row["predicted"])}</b> '
-                                                    f'(probability&nbsp;{100 * row["confidence"]:.1f}%)', cams.get(row["path"])))
+                                                    f'<span class="num">(probability&nbsp;{100 * row["confidence"]:.1f}%)</span>', cams.get(row["path"])))
     if shown:
         parts.append("</div>")
     parts += data_health(paths, metrics["classifier"])
     style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0;display:block;overflow-x:auto;max-width:100%}"
-             "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{max-width:min(46rem,100%);display:block}"
-             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figure:has(.cam){width:340px}figure img{width:160px;margin-right:4px}figcaption code{overflow-wrap:anywhere}")
+             "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{width:100%;max-width:46rem;display:block}.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(34rem,100%),1fr));gap:1rem 2rem}.plots figure.plotbox{width:auto}"
+             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figure:has(.cam){width:340px}.gallery img{width:160px;margin-right:4px}figcaption code{overflow-wrap:anywhere}.num{white-space:nowrap}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 

@@ -7,6 +7,8 @@ scripts/predict.py, plus the true label), roc.png (one-vs-rest ROC with per-clas
 confusion_matrix.png and report.html (all of it with the worst mistakes and the class activation map of each,
 in one self-contained page); then the deployable bundle: model.onnx (uint8 images in, probabilities out), labels.json and deploy.json.
 """
+import datetime
+
 import numpy as np
 
 import PARAMETERS
@@ -35,6 +37,7 @@ def main():
                     "input_size": model["input_size"], "refined": model["refined"], "test_time_augmentation": P.run_tta,
                     "svm_C": None if P.classifier == "dnn" else load_json(paths.svm_meta)["C"],
                     "data_health": report.health_counts(paths, P.classifier),
+                    "run": run_header(paths, data, model),
                     "provenance": provenance.record("evaluation", params, paths)})
     metrics = results.save(paths, data["paths"][test], y, probabilities, raw, metrics)
     rows = predict.prediction_rows(data["paths"][test], probabilities, [None] * len(y), labels)
@@ -61,6 +64,17 @@ def main():
         tracker.log_metrics(flatten_numbers({k: v for k, v in metrics.items() if k != "provenance"}))
         tracker.log_artifacts(paths.metrics, paths.roc_plot, paths.confusion_plot, paths.report, paths.test_scores,
                               onnx_path, paths.labels, paths.deploy_meta)
+
+
+def run_header(paths, data: dict, model: dict) -> dict:
+    """When, from which code and on how many images this evaluation was made (the report's header)."""
+    validation = len(model.get("validation") or [])
+    seconds = sum(h.get("seconds", 0) for h in model.get("history") or [])
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "code_version": provenance.code_version(),
+            "images": {"train": int((data["subset"] == "train").sum()) - validation, "validation": validation,
+                       "test": int((data["subset"] == "test").sum())},
+            "refinement_time": settings.elapsed(seconds) if seconds else None}
 
 
 if __name__ == "__main__":

@@ -349,3 +349,16 @@ def test_refinement_never_reads_the_test_set(tmp_path):
     weights = {side: torch.load(tmp_path / side / "proc" / "toy" / "model.pt", weights_only=True) for side in ("a", "b")}
     for name, tensor in weights["a"].items():
         torch.testing.assert_close(tensor, weights["b"][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_make_run_takes_a_generated_dataset_to_the_report(tmp_path):
+    make_dataset(tmp_path / "images" / "mine", {"horizontal": 10, "vertical": 10}, size=64)
+    sets = "--set datasetName=mine --set rf_inputResolution=64 --set track_boMlflow=False"
+    result = subprocess.run(["make", "run", f"SET={sets}"], cwd=REPO, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report_path = tmp_path / "proc" / "mine" / "report.html"
+    assert report_path.is_file() and f"report:  {report_path}" in result.stdout
+    assert f'make serve SET="{sets}"' in result.stdout and "scripts/predict.py FOLDER" in result.stdout
+    assert "downloading" not in result.stdout  # the images were there: script 0 is not run

@@ -128,3 +128,25 @@ def test_images_between_two_classes_rank_first(evaluated, tmp_path):
     queue.undo.click()
     assert source.is_file() and not (data_dir / "images" / "toy" / "vertical" / first[0]).exists()
     assert queue.position.value.endswith("(16 images to label)")
+
+
+@pytest.mark.slow
+def test_the_report_of_a_real_run_has_its_header_and_every_image(evaluated, chromium, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    proc = evaluated / "proc" / "toy"
+    metrics = json.loads((proc / "metrics.json").read_text())
+    run = metrics["run"]
+    assert run["images"]["test"] == metrics["num_test_images"] and run["code_version"] != ""
+    chromium.set_window_size(1400, 1000)
+    chromium.get((proc / "report.html").as_uri())
+    header = chromium.find_element(By.ID, "summary").text
+    counts = f"{run['images']['train']} / {run['images']['validation']} / {run['images']['test']}"
+    for expected in ("made", run["date"], "code", run["code_version"], "dataset toy", "classifier svm",
+                     "efficientnet_lite0 at 64 px", "SVM C", counts, "refinement time none (fixed network)"):
+        assert expected in header, (expected, header)
+    loaded = chromium.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    assert len(loaded) >= 4 and all(loaded)  # ROC, confusion matrix, SVM plot, feature map, thumbnails
+    plots = chromium.execute_script("return Array.from(document.querySelectorAll('.plotbox')).map(f => f.getBoundingClientRect().top)")
+    assert len(plots) >= 3 and len(set(round(t) for t in plots)) < len(plots)  # side by side on a wide window
+    assert chromium.save_screenshot(str(tmp_path / "report.png")) and (tmp_path / "report.png").stat().st_size > 20_000

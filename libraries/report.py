@@ -106,6 +106,16 @@ def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, ma
     return parts
 
 
+def _belongs(paths: DatasetPaths, plot: Path, metrics: dict) -> bool:
+    """Whether a plot is of this evaluation's pipeline: the refinement plot only for a refined network, the SVM's
+    only for an SVM (a plot left from another run is never shown)."""
+    if plot == paths.refine_plot:
+        return bool(metrics.get("refined"))
+    if plot == paths.svm_plot:
+        return metrics["classifier"] != "dnn"
+    return True
+
+
 def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] | None = None) -> str:
     """The page; ``cams`` maps a test image's path to a JPEG of its class activation map (shown beside it)."""
     cams = cams or {}
@@ -145,7 +155,7 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     parts.append("</table>")
     parts.append('<div class="plots">' + "".join(
         f'<figure class="plotbox"><h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}"></figure>'
-        for path, title in paths.plots() if path.is_file()) + "</div>")
+        for path, title in paths.plots() if path.is_file() and _belongs(paths, path, metrics)) + "</div>")
     shown = mistakes[:max_mistakes]
     parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
     if cams:

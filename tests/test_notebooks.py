@@ -123,6 +123,15 @@ def test_report_is_self_contained_and_shows_metrics(evaluated):
     assert page.count("<figure>") == wrong and page.count("data:image/jpeg;base64,") == wrong
 
 
+def test_report_never_shows_a_plot_left_from_another_kind_of_run(evaluated):
+    _, _, paths = evaluated
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "white").save(paths.refine_plot)  # as yesterday's dnn run would have left it
+    assert load_json(paths.metrics)["classifier"] == "svm"
+    assert "DNN refinement" not in report.render(paths)
+
+
 def test_report_renders_in_headless_chromium(evaluated, chromium):
     from selenium.webdriver.common.by import By
 

@@ -20,10 +20,9 @@ from torch import nn
 
 from . import export, provenance
 from .backbones import Classifier, feature_map
+from .featurize import load_and_preprocess
 from .layout import DatasetPaths
 from .model_io import load_model
-from .presets import eval_preprocess
-from .images import read_image
 from .scoring import ScoreHead
 
 
@@ -52,8 +51,8 @@ class Explainer:
         return cls(model, export.load_head(paths, params["classifier"], model), params["classifier"], meta["input_size"])
 
     def load(self, path: Path) -> np.ndarray:
-        """The model's input for an image file: (S, S, 3) uint8, as featurization and the service prepare it."""
-        return eval_preprocess(read_image(path, min_size=self.input_size), self.input_size)
+        """The model's input for an image file: (S, S, 3) uint8, as featurization prepares it."""
+        return load_and_preprocess(path, self.input_size)
 
     def maps(self, images: np.ndarray, classes: list[int]) -> np.ndarray:
         """(B, S, S) maps in [0, 1] of the given classes for a (B, S, S, 3) uint8 batch."""

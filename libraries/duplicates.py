@@ -2,14 +2,21 @@
 
 Each image gets ``imagehash.dhash`` with ``HASH_SIZE`` = 16 (256 bits: the signs of horizontal brightness
 differences on a 17 x 16 grey thumbnail). Two images whose hashes differ in at most ``max_distance`` bits are
-near-duplicates, and the connected groups of such pairs are the duplicate groups. A group whose members lie on
-both sides of the train/test split is a *leak*: the test set then scores images the model has, in effect, seen.
+candidates; a candidate pair is a near-duplicate only if its fine structure matches too (``detail``: the
+correlation of 64 x 64 grey thumbnails less their blur is at least ``MIN_DETAIL_CORRELATION``). The connected
+groups of near-duplicate pairs are the duplicate groups. A group whose members lie on both sides of the
+train/test split is a *leak*: the test set then scores images the model has, in effect, seen.
 
-How far apart copies land (measured on this project's photos and on ELPV): a re-saved or re-compressed copy, 0-4
-bits; the same photo resized to 2/3 or 1/2 and saved as JPEG, mostly within 16 and up to about 30 bits; distinct
-photos at least 34 bits apart. ELPV's cells are all alike (the same busbar grid on a uniform cell), and neighbouring
-cells of one module lie 3-10 bits apart. ``DEFAULT_MAX_DISTANCE`` = 10 finds re-saved and re-compressed copies and
-most resizes; raise it to catch heavier resizes, at the risk of grouping lookalikes.
+How far apart copies land (measured on this project's photos, on generated fabric textures and on ELPV):
+- dhash: a re-saved or re-compressed copy, 0-4 bits; the same photo resized to 2/3 or 1/2 and saved as JPEG,
+  mostly within 16 and up to about 30 bits; distinct photos at least 34 bits apart. ``DEFAULT_MAX_DISTANCE`` = 10
+  finds re-saved and re-compressed copies and most resizes. But fine textures (fabric weaves, dots, grids)
+  average out on a 17 x 16 thumbnail: unrelated stripes, dots and checks under the same light came 5-10 bits
+  apart, which is why candidates are confirmed.
+- detail correlation: copies re-saved at JPEG quality 75, or resized to 2/3 or 1/2, 0.94-1.00; distinct photos
+  at most 0.13; the unrelated textures above -0.01 to 0.06. ELPV's neighbouring cells of one module (the same
+  busbar grid on a uniform cell) lie 3-10 dhash bits and 0.90-1.00 apart: they are grouped, so the split keeps
+  such lookalikes together.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
@@ -30,11 +37,23 @@ from .images import ImageError, read_image
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 DEFAULT_MAX_DISTANCE = 10
+DETAIL_SIZE = 64
+MIN_DETAIL_CORRELATION = 0.8
 
 
 def image_hash(source: str | Path | bytes) -> np.ndarray:
     """The image's dhash as ``HASH_BITS`` booleans; raises ``images.ImageError`` if it cannot be read."""
     return imagehash.dhash(Image.fromarray(read_image(source)), hash_size=HASH_SIZE).hash.ravel()
+
+
+def detail(source: str | Path | bytes) -> np.ndarray:
+    """The image's fine structure, for confirming a candidate pair: a ``DETAIL_SIZE`` square grey thumbnail less
+    its Gaussian blur (2 px), centred and scaled to length 1, flattened (the dot product of two is their
+    correlation)."""
+    grey = Image.fromarray(read_image(source)).convert("L").resize((DETAIL_SIZE, DETAIL_SIZE), Image.BILINEAR)
+    fine = np.asarray(grey, np.float32) - np.asarray(grey.filter(ImageFilter.GaussianBlur(2)), np.float32)
+    fine -= fine.mean()
+    return (fine / max(float(np.linalg.norm(fine)), 1e-6)).ravel()
 
 
 def hash_images(paths: list[Path], workers: int | None = None, progress: bool = True
@@ -76,13 +95,13 @@ def close_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 2048) -> lis
     return pairs
 
 
-def groups(hashes: np.ndarray, max_distance: int) -> list[list[int]]:
+def groups(hashes: np.ndarray, max_distance: int, confirm=None) -> list[list[int]]:
     """The duplicate groups (two or more members) as lists of row indices, each sorted, in order of their first
-    member: the connected components of the pairs ``close_pairs`` finds."""
-    pairs = close_pairs(hashes, max_distance)
+    member: the connected components of the pairs ``close_pairs`` finds (and ``confirm(i, j)`` accepts, if given)."""
+    pairs = [(i, j) for i, j, _ in close_pairs(hashes, max_distance) if confirm is None or confirm(i, j)]
     if not pairs:
         return []
-    i, j, _ = zip(*pairs)
+    i, j = zip(*pairs)
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(len(hashes), len(hashes)))
     _, component = connected_components(graph, directed=False)
     members: dict[int, list[int]] = {}
@@ -93,12 +112,22 @@ def groups(hashes: np.ndarray, max_distance: int) -> list[list[int]]:
 
 def find(paths: list[Path], max_distance: int = DEFAULT_MAX_DISTANCE, progress: bool = True
          ) -> tuple[list[list[Path]], list[tuple[Path, str]]]:
-    """The duplicate groups among ``paths`` (as lists of paths), and the files that could not be read."""
-    hashes, bad = hash_images(list(paths), progress=progress)
+    """The duplicate groups among ``paths`` (as lists of paths), and the files that could not be read. Candidate
+    pairs by dhash are kept only if their fine structure matches too (``detail``), read again for them alone."""
+    paths = list(paths)
+    hashes, bad = hash_images(paths, progress=progress)
     unreadable = {p for p, _ in bad}
-    readable = [k for k, p in enumerate(paths) if p not in unreadable]
-    found = groups(hashes[readable], max_distance)
-    return [[paths[readable[k]] for k in group] for group in found], bad
+    readable = [p for p in paths if p not in unreadable]
+    details: dict[int, np.ndarray] = {}
+
+    def same_detail(i: int, j: int) -> bool:
+        for k in (i, j):
+            if k not in details:
+                details[k] = detail(readable[k])
+        return float(details[i] @ details[j]) >= MIN_DETAIL_CORRELATION
+
+    found = groups(hashes[[k for k, p in enumerate(paths) if p not in unreadable]], max_distance, confirm=same_detail)
+    return [[readable[k] for k in group] for group in found], bad
 
 
 def leaks(duplicate_groups: list[list[str]], side: dict[str, str]) -> list[list[str]]:

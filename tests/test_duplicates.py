@@ -46,6 +46,32 @@ def test_copies_are_close_and_distinct_images_are_not(tmp_path):
     assert duplicates.groups(hashes, duplicates.DEFAULT_MAX_DISTANCE) == [[3, 30]]
 
 
+def fine_texture(kind: str, seed: int, size: int = 192) -> Image.Image:
+    """A fine weave (stripes or checks at a random angle and period) under the same soft light across the image."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(float)
+    angle, period = rng.uniform(0, np.pi), rng.uniform(8, 14)
+    u, v = x * np.cos(angle) + y * np.sin(angle), -x * np.sin(angle) + y * np.cos(angle)
+    weave = np.sin(2 * np.pi * u / period) > 0
+    if kind == "checked":
+        weave ^= np.sin(2 * np.pi * v / period) > 0
+    grey = 120 + 40 * weave + 60 * np.sin(np.pi * x / size) + rng.normal(0, 8, (size, size))
+    return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def test_lookalike_fine_textures_are_not_duplicates_but_their_copies_are(tmp_path):
+    # unrelated weaves average out to alike dhash thumbnails (the light dominates), so dhash alone calls them copies
+    for k, kind in enumerate(["striped"] * 4 + ["checked"] * 4):
+        fine_texture(kind, k).save(tmp_path / f"{kind}_{k}.png")
+    (tmp_path / "copy_of_striped_0.jpg").write_bytes(reencoded(tmp_path / "striped_0.png", scale=0.6, quality=75))
+    files = sorted(tmp_path.iterdir())
+    hashes, _ = duplicates.hash_images(files, progress=False)
+    candidates = {(i, j) for i, j, _ in duplicates.close_pairs(hashes, duplicates.DEFAULT_MAX_DISTANCE)}
+    assert len(candidates) > 3, candidates  # the lookalikes are dhash candidates ...
+    groups, _ = duplicates.find(files, progress=False)
+    assert [[p.name for p in g] for g in groups] == [["copy_of_striped_0.jpg", "striped_0.png"]]  # ... but not copies
+
+
 def test_unreadable_files_are_listed_not_grouped(tmp_path):
     make_fields(tmp_path, {"a": 3})
     broken = tmp_path / "a" / "broken.jpg"

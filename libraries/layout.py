@@ -54,6 +54,7 @@ class DatasetPaths:
         self.feature_map_plot = proc / "feature_map.png"
         self.to_label = proc / "to_label.csv"
         self.metrics = proc / "metrics.json"
+        self.step_times = proc / "step_times.json"
         self.roc_plot = proc / "roc.png"
         self.confusion_plot = proc / "confusion_matrix.png"
         self.test_scores = proc / "test_scores.npz"

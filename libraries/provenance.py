@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import file_digest, load_json, text_digest
+from .artifacts import file_digest, load_json, save_json, text_digest
 from .errors import MissingArtifact, StaleArtifact
 from .layout import SCRIPTS, DatasetPaths
 
@@ -158,6 +158,23 @@ def step_key(params: dict, step: str, paths: DatasetPaths) -> str:
     """A digest of everything a step's result depends on (its parameters and its inputs)."""
     made = record(step, params, paths)
     return text_digest([made["parameters"], made["inputs"]])
+
+
+def record_time(paths: DatasetPaths, step: str, seconds: float) -> None:
+    """Note in ``step_times.json`` how long ``step``'s script took to make its artifact, and which version of the
+    artifact that was (the report's run header shows it)."""
+    times = load_json(paths.step_times) if paths.step_times.is_file() else {}
+    times[step] = {"seconds": round(seconds, 1), "artifact": identity(artifact(paths, step))}
+    save_json(paths.step_times, times)
+
+
+def step_times(paths: DatasetPaths) -> dict[str, float]:
+    """The seconds each step's script took to make the artifact on disk now, in pipeline order; a time noted for
+    another version of an artifact (a later rerun, an earlier run) is left out, never shown as this one's."""
+    times = load_json(paths.step_times) if paths.step_times.is_file() else {}
+    return {step: times[step]["seconds"] for step in ("split", "model", "features", "svm")
+            if step in times and artifact(paths, step).is_file()
+            and times[step]["artifact"] == identity(artifact(paths, step))}
 
 
 def code_version() -> str:

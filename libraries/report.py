@@ -11,6 +11,7 @@ from . import duplicates, label_issues, results
 from .artifacts import atomic_path, load_json
 from .images import thumbnail_jpeg
 from .layout import DatasetPaths
+from .settings import elapsed
 
 
 def png_uri(path: Path) -> str:
@@ -116,6 +117,16 @@ def _belongs(paths: DatasetPaths, plot: Path, metrics: dict) -> bool:
     return True
 
 
+def step_times(seconds: dict | None, classifier: str) -> str:
+    """'1 split 2.1 s · 2 refinement 18 min 07 s · …': how long each script took to make the artifact this
+    evaluation used (the SVM's only when there is one)."""
+    names = {"split": "1 split", "model": "2 refinement" if classifier != "svm" else "2 network (fixed)",
+             "features": "3 features", "svm": "4 SVM"}
+    shown = [f'<span class="num">{names[step]} {elapsed(s)}</span>' for step, s in (seconds or {}).items()
+             if step != "svm" or classifier != "dnn"]
+    return " · ".join(shown) or "n/a"
+
+
 def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] | None = None) -> str:
     """The page; ``cams`` maps a test image's path to a JPEG of its class activation map (shown beside it)."""
     cams = cams or {}
@@ -133,7 +144,7 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
                ("SVM C", "n/a" if metrics.get("svm_C") is None else f"{metrics['svm_C']:g}"),
                ("images: train / validation / test", " / ".join(str(counts.get(k, "n/a")) for k in ("train", "validation", "test"))
                 if counts else str(metrics["num_test_images"])),
-               ("refinement time", e(run["refinement_time"]) if run.get("refinement_time") else "none (fixed network)"),
+               ("time per step", step_times(run.get("step_seconds"), metrics["classifier"])),
                ("overall accuracy", _pct(metrics["overall_accuracy"])),
                ("class-averaged accuracy", _pct(metrics["class_averaged_accuracy"])),
                ("macro AUC", _pct(metrics["macro_auc"])), ("micro AUC", _pct(metrics["micro_auc"]))]

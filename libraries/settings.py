@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import time
 import types
 import typing
 from pathlib import Path
@@ -181,16 +182,24 @@ def elapsed(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+_started = time.perf_counter()  # reset by run(): when the script's work began
+
+
+def seconds_so_far() -> float:
+    """Seconds since the running script began (its imports aside)."""
+    return time.perf_counter() - _started
+
+
 def run(main) -> None:
     """Run a script's ``main()`` and end with its elapsed time; a ``UserError`` ends it with one line on stderr and
     exit code 1, while any other exception is a bug and keeps its traceback."""
     import sys
-    import time
 
-    start = time.perf_counter()
+    global _started
+    _started = time.perf_counter()
     try:
         main()
-        print(f"done in {elapsed(time.perf_counter() - start)}")
+        print(f"done in {elapsed(seconds_so_far())}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -61,6 +61,7 @@ def main():
                            "kept_together": P.dup_boKeepTogether, "file": paths.duplicates.name}
     split["provenance"] = provenance.record("split", vars(P), paths)
     save_json(paths.split, split)
+    provenance.record_time(paths, "split", settings.seconds_so_far())
     print(dataset.count_table(split))
     print(duplicates.describe(rows, P.dup_maxDistance, dedicated is not None, P.dup_boKeepTogether))
     print(f"wrote {paths.split} and {paths.duplicates}")

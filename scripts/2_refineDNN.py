@@ -33,10 +33,12 @@ def main():
             for record in previous.get("history", []):  # this run's history gets the curves too
                 tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
         elif not refined:
+            print(f"classifier='svm': {spec.name} from {spec.weight_source} is used as it is at {meta['input_size']} px, "
+                  f"without refinement; checking that its weights load")
             build_classifier(P.rf_pretrainedModel, 1, meta["input_size"], P.rf_pretrainedWeights)  # fails early
             model_io.save_fixed(paths.model_meta, meta)
-            print(f"classifier='svm': {spec.name} from {spec.weight_source} is used as it is at {meta['input_size']} px, "
-                  f"without refinement; wrote {paths.model_meta}")
+            provenance.record_time(paths, "model", settings.seconds_so_far())
+            print(f"wrote {paths.model_meta}")
         else:
             fine_tune(P, paths, split, meta, tracker)  # logs each epoch as it ends
         if refined:
@@ -65,6 +67,7 @@ def fine_tune(P, paths, split, meta, tracker):
     model_io.save_refined(paths.model_meta, paths.model_weights, model,
                           {**meta, "history": history, "kept_epoch": kept, "validation": [rel for rel, _ in val_rows]})
     paths.checkpoint.unlink(missing_ok=True)
+    provenance.record_time(paths, "model", settings.seconds_so_far())
     print(f"wrote {paths.model_weights}, {paths.model_meta} and {paths.refine_plot}")
 
 

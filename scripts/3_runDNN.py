@@ -36,6 +36,7 @@ def main():
     kept_rows = [rows[i] for i in kept]
     featurize.save_features(paths.features, features, [r[0] for r in kept_rows], [r[1] for r in kept_rows],
                             [r[2] for r in kept_rows], key, provenance.record("features", params, paths))
+    provenance.record_time(paths, "features", settings.seconds_so_far())
     print(f"wrote {paths.features}: {features.shape[0]} vectors of {features.shape[1]} numbers"
           + (f"; {len(failures)} image(s) skipped" if failures else ""))
 

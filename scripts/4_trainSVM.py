@@ -65,6 +65,7 @@ def main():
     svm.save(paths.svm, paths.svm_meta, model, table, P.svm_boL2Normalize, labels,
              provenance.record("svm", params, paths), suspects=record)
     save_figure(paths.svm_plot, plots.svm_cv_accuracy(table, model["C"]))
+    provenance.record_time(paths, "svm", settings.seconds_so_far())
     print(f"fit the SVM on {model['num_train_images']} training images and calibrated its margins into probabilities "
           f"(Platt scaling, on {model['chosen_on']})")
     print(f"wrote {paths.svm}, {paths.svm_meta} and {paths.svm_plot}")

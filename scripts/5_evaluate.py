@@ -69,12 +69,11 @@ def main():
 def run_header(paths, data: dict, model: dict) -> dict:
     """When, from which code and on how many images this evaluation was made (the report's header)."""
     validation = len(model.get("validation") or [])
-    seconds = sum(h.get("seconds", 0) for h in model.get("history") or [])
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "code_version": provenance.code_version(),
             "images": {"train": int((data["subset"] == "train").sum()) - validation, "validation": validation,
                        "test": int((data["subset"] == "test").sum())},
-            "refinement_time": settings.elapsed(seconds) if seconds else None}
+            "step_seconds": provenance.step_times(paths)}
 
 
 if __name__ == "__main__":

@@ -143,7 +143,8 @@ def test_the_report_of_a_real_run_has_its_header_and_every_image(evaluated, chro
     header = chromium.find_element(By.ID, "summary").text
     counts = f"{run['images']['train']} / {run['images']['validation']} / {run['images']['test']}"
     for expected in ("made", run["date"], "code", run["code_version"], "dataset toy", "classifier svm",
-                     "efficientnet_lite0 at 64 px", "SVM C", counts, "refinement time none (fixed network)"):
+                     "efficientnet_lite0 at 64 px", "SVM C", counts, "time per step 1 split",
+                     "2 network (fixed)", "3 features", "4 SVM"):
         assert expected in header, (expected, header)
     loaded = chromium.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert len(loaded) >= 4 and all(loaded)  # ROC, confusion matrix, SVM plot, feature map, thumbnails

@@ -78,3 +78,16 @@ def test_missing_and_unrecorded_artifacts(tmp_path):
     save_json(paths.split, {"labels": ["a"], "train": [], "test": []})  # as an older version wrote it
     with pytest.raises(StaleArtifact, match="does not record what it was made from.*rerun scripts/1_prepareData.py"):
         provenance.check_chain(paths, params, upto="model")
+
+
+def test_a_step_time_is_shown_only_for_the_artifact_it_made(tmp_path):
+    params, paths = setup(tmp_path)
+    write_chain(params, paths)
+    assert provenance.step_times(paths) == {}
+    for step, seconds in (("features", 28.04), ("split", 2.0), ("model", 7.5)):
+        provenance.record_time(paths, step, seconds)
+    assert provenance.step_times(paths) == {"split": 2.0, "model": 7.5, "features": 28.0}  # pipeline order
+    save_json(paths.model_meta, {"refined": False, "note": "made again", "provenance": provenance.record("model", params, paths)})
+    assert provenance.step_times(paths) == {"split": 2.0, "features": 28.0}  # not the new model.json's time
+    paths.split.unlink()
+    assert provenance.step_times(paths) == {"features": 28.0}

@@ -172,8 +172,8 @@ def summarize(results: list[DownloadResult], duplicates_removed: int | None = No
 
 def remove_near_duplicates(folder: Path, max_distance: int = 0) -> list[Path]:
     """Delete all but the first (in sorted order, across all classes) of each group of near-duplicate images
-    (``duplicates.find``: dhash within ``max_distance`` bits); return the removed paths. Unreadable files are left
-    for the pipeline to report."""
+    (``duplicates.find``: dhash within ``max_distance`` bits, alike in fine detail); return the removed paths.
+    Unreadable files are left for the pipeline to report."""
     found, _ = duplicates.find(list_files(Path(folder)), max_distance, progress=False)
     removed = [path for group in found for path in group[1:]]
     for path in removed:

@@ -173,8 +173,8 @@ def describe(rows: list[dict], max_distance: int, dedicated_test: bool, kept_tog
     """What the console says about duplicates and leaks, with a few examples and what to do."""
     counts = summary(rows)
     if not counts["groups"]:
-        return f"near-duplicates (dhash within {max_distance} bits): none"
-    lines = [f"near-duplicates (dhash within {max_distance} bits): {counts['groups']} group(s), {counts['images']} images; "
+        return f"near-duplicates (dhash within {max_distance} bits, alike in fine detail): none"
+    lines = [f"near-duplicates (dhash within {max_distance} bits, alike in fine detail): {counts['groups']} group(s), {counts['images']} images; "
              f"{counts['leaking_groups']} group(s) straddle train and test (leaks); {counts['conflicting_groups']} hold "
              f"more than one class (label conflicts); all in duplicates.csv"]
     leaking = sorted({r["group"] for r in rows if r["leak"]})

@@ -31,7 +31,8 @@ def _thumbnail(paths: DatasetPaths, rel_path: str, caption: str, cam: bytes | No
     image = f'<img alt="{html.escape(rel_path)}" src="{_jpeg_uri(thumbnail)}">' if thumbnail else "<div>(unreadable)</div>"
     if cam:
         image += f'<img class="cam" alt="class activation map of {html.escape(rel_path)}" src="{_jpeg_uri(cam)}">'
-    return f"<figure>{image}<figcaption><code>{html.escape(rel_path)}</code><br>{caption}</figcaption></figure>"
+    shown = html.escape(rel_path).replace("/", "/<wbr>")  # a long path breaks after a folder, not inside a name
+    return f"<figure>{image}<figcaption><code>{shown}</code><br>{caption}</figcaption></figure>"
 
 
 def current_suspects(paths: DatasetPaths, classifier: str) -> list[dict] | None:
@@ -70,7 +71,7 @@ def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, ma
     if counts and paths.duplicates.is_file():
         rows = duplicates.read_csv(paths.duplicates)
         conflicts = counts.get("conflicting_groups", 0)
-        parts.append(f'<p id="duplicates">Near-duplicates (dhash within {counts["max_distance"]} bits): '
+        parts.append(f'<p id="duplicates">Near-duplicates (dhash within {counts["max_distance"]} bits, alike in fine detail): '
                      f'<b>{counts["groups"]}</b> group(s) of {counts["images"]} images; <b>{counts["leaking_groups"]}</b> '
                      f"straddle train and test (leaks: the test set holds images the model has, in effect, seen); "
                      f"<b>{conflicts}</b> hold more than one class (label conflicts: the same picture under two "
@@ -181,7 +182,7 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     parts += data_health(paths, metrics["classifier"])
     style = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0;display:block;overflow-x:auto;max-width:100%}"
              "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.plot{width:100%;max-width:46rem;display:block}.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(34rem,100%),1fr));gap:1rem 2rem}.plots figure.plotbox{width:auto}"
-             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figure:has(.cam){width:340px}.gallery img{width:160px;margin-right:4px}figcaption code{overflow-wrap:anywhere}.num{white-space:nowrap}")
+             ".gallery{display:flex;flex-wrap:wrap;gap:1rem;margin:.5rem 0}.leaks{display:flex;flex-wrap:wrap;gap:1rem 2rem}.leak{border-left:3px solid #c33;padding-left:.5rem}figure{margin:0;width:170px;font-size:.8rem}figure:has(.cam){width:340px}.gallery img{width:160px;margin-right:4px}figcaption code{font-size:.72rem;overflow-wrap:anywhere}.num{white-space:nowrap}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(paths.dataset_name)}</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 

@@ -2,7 +2,7 @@
 
 Reads DATA_DIR/images/<datasetName>/<class>/ (and dedicatedTestImages.tsv there, if present, which fixes the
 test set). Checks that every image decodes; unreadable files are listed in unreadable_images.tsv and left out.
-Finds groups of near-duplicate images (dhash within dup_maxDistance bits) and keeps each group on one side of the
+Finds groups of near-duplicate images (dhash within dup_maxDistance bits, alike in fine detail) and keeps each group on one side of the
 split (dup_boKeepTogether); a group with members on both sides is a leak, listed in duplicates.csv and counted.
 Writes split.json: the labels, and the train and test images with their label ids.
 

@@ -62,9 +62,11 @@ class TorchEngine:
 
 
 def choose_engine(requested: str = "auto") -> str:
-    """'cuda' (torch on a GPU), 'onnxruntime' or 'cpu' (torch on the CPU)."""
+    """'cuda' (torch on a GPU), 'onnxruntime', 'cpu' (torch on the CPU) or 'ray' (onnxruntime on Ray Data)."""
     import torch
 
+    if requested == "ray":
+        return "ray"
     if requested == "torch":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "auto" and torch.cuda.is_available():
@@ -81,8 +83,9 @@ def choose_engine(requested: str = "auto") -> str:
 
 def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: str = "auto", tta: str = "none"):
     """The engine that featurizes with the model of ``model_meta`` and test-time augmentation ``tta``: torch on a
-    GPU (or when asked for), else onnxruntime on the network exported to ``onnx_path``. The export is kept, with
-    ``onnx_meta`` naming the model's feature key, and redone only when the model or ``tta`` changes."""
+    GPU (or when asked for), else onnxruntime on the network exported to ``onnx_path``, here or on Ray Data
+    (``requested='ray'``). The export is kept, with ``onnx_meta`` naming the model's feature key, and redone only
+    when the model or ``tta`` changes."""
     from .backbones import FeatureExtractor
     from .model_io import feature_key, load_model
     from .onnx_export import export_onnx
@@ -90,8 +93,8 @@ def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: s
     kind = choose_engine(requested)
     model, meta = load_model(model_meta)
     extractor = FeatureExtractor(model, tta).eval()
-    if kind != "onnxruntime":
-        return TorchEngine(extractor, device="cuda" if kind == "cuda" else "cpu")
+    if kind in ("cuda", "cpu"):
+        return TorchEngine(extractor, device=kind)
     key = feature_key(meta, tta)
     onnx_path, onnx_meta = Path(onnx_path), Path(onnx_meta)
     if not (onnx_path.is_file() and onnx_meta.is_file() and load_json(onnx_meta).get("feature_key") == key
@@ -99,6 +102,10 @@ def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: s
         export_onnx(extractor, onnx_path, meta["input_size"])
         save_json(onnx_meta, {"feature_key": key, "backbone": meta["backbone"], "input_size": meta["input_size"], "tta": tta,
                               "onnx_digest": file_digest(onnx_path)})
+    if kind == "ray":
+        from .on_ray import RayEngine
+
+        return RayEngine(onnx_path)
     return OnnxEngine(onnx_path)
 
 
@@ -146,6 +153,17 @@ def iter_batches(items: list, load: Callable, batch_size: int, workers: int = 2,
             yield indices, (np.stack(arrays) if arrays else None), errors
 
 
+def run_batches(engine: Callable, paths: list[Path], size: int, batch_size: int, workers: int = 2
+                ) -> Iterable[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """(positions into ``paths``, ``engine``'s outputs for those that were read, [(position, reason)] for those
+    that were not) per batch: on Ray Data for an engine that streams by itself (``on_ray.RayEngine``), else
+    decoded here in threads, ahead of ``engine``."""
+    if hasattr(engine, "stream"):
+        return engine.stream(paths, size, batch_size)
+    return ((positions, None if batch is None else engine(batch), errors) for positions, batch, errors
+            in iter_batches(paths, lambda path: load_and_preprocess(path, size), batch_size, workers))
+
+
 class FeatureCache:
     """Vectors keyed by image content digest, for one model/preprocessing key, in one .npz file."""
 
@@ -180,11 +198,9 @@ def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], siz
     last_save = time.monotonic()
     if todo:
         bar = tqdm(total=len(todo), desc=f"featurizing ({len(paths) - len(todo)} cached)", unit="img", disable=not progress)
-        load = lambda i: load_and_preprocess(paths[i], size)  # noqa: E731
-        for indices, batch, errors in iter_batches(todo, load, batch_size, workers):
+        for indices, vectors, errors in run_batches(engine, [paths[i] for i in todo], size, batch_size, workers):
             failures += [(paths[todo[k]], reason) for k, reason in errors]
-            if batch is not None:
-                vectors = engine(batch)
+            if vectors is not None:
                 for k, vector in zip(indices, vectors):
                     cache.vectors[digests[todo[k]]] = vector.astype(np.float32)
             bar.update(len(indices) + len(errors))

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from .bundle import Bundle
 from .errors import UserError
-from .featurize import iter_batches, load_and_preprocess
+from .featurize import run_batches
+from .on_ray import RayEngine
 from .images import list_files
 
 
@@ -44,17 +45,18 @@ def collect_files(sources: list[str | Path]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-def predict_files(bundle: Bundle, files: list[Path], batch_size: int = 32, workers: int = 2, progress: bool = True
-                  ) -> tuple[np.ndarray, list[str | None], float]:
-    """(probabilities (N, K), NaN rows for unreadable files; the error of each file or None; images per second)."""
+def predict_files(bundle: Bundle, files: list[Path], batch_size: int = 32, workers: int = 2, progress: bool = True,
+                  engine: str = "local") -> tuple[np.ndarray, list[str | None], float]:
+    """(probabilities (N, K), NaN rows for unreadable files; the error of each file or None; images per second).
+    ``engine``: 'local' (onnxruntime here) or 'ray' (the bundle's graph on Ray Data, ``on_ray``)."""
     probabilities = np.full((len(files), len(bundle.labels)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(files)
     start = time.perf_counter()
     with tqdm(total=len(files), desc="predicting", unit="img", disable=not progress) as bar:
-        for indices, batch, failed in iter_batches(files, lambda p: load_and_preprocess(p, bundle.input_size),
-                                                   batch_size, workers=workers):
-            if batch is not None:
-                probabilities[indices] = bundle.run(batch)[0]
+        run = (RayEngine(bundle.model_path) if engine == "ray" else lambda batch: bundle.run(batch)[0])
+        for indices, found, failed in run_batches(run, files, bundle.input_size, batch_size, workers):
+            if found is not None:
+                probabilities[indices] = found
             for index, reason in failed:
                 errors[index] = reason
             bar.update(len(indices) + len(failed))
@@ -62,13 +64,14 @@ def predict_files(bundle: Bundle, files: list[Path], batch_size: int = 32, worke
     return probabilities, errors, len(files) / elapsed
 
 
-def predict_sources(bundle: Bundle, sources: list[str | Path], batch_size: int = 32, progress: bool = True):
+def predict_sources(bundle: Bundle, sources: list[str | Path], batch_size: int = 32, progress: bool = True,
+                    engine: str = "local"):
     """``collect_files`` then ``predict_files``: (files, probabilities, errors, img/s, messages about sources that
     name nothing). Raises ``UserError`` when no source names a file."""
     files, missing = collect_files(sources)
     if not files:
         raise UserError("; ".join(missing))
-    probabilities, errors, speed = predict_files(bundle, files, batch_size=batch_size, progress=progress)
+    probabilities, errors, speed = predict_files(bundle, files, batch_size=batch_size, progress=progress, engine=engine)
     return files, probabilities, errors, speed, missing
 
 

@@ -18,7 +18,7 @@ CHOICES = {
     "rf_device": ("auto", "cuda", "cpu"),
     "rf_augmentation": AUGMENTATIONS,
     "rf_optimizer": ("sgd", "adamw"),
-    "run_engine": ("auto", "onnxruntime", "torch"),
+    "run_engine": ("auto", "onnxruntime", "torch", "ray"),
     "run_tta": TTA_MODES,
 }
 

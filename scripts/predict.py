@@ -6,7 +6,7 @@ path, label, probability, error, and p_<class> for every class; the probabilitie
 unreadable file gets a row with its error filled in and the rest empty, and is listed on the console.
 
     .venv/bin/python scripts/predict.py PATH [PATH ...] --set datasetName=NAME [--out predictions.csv] [--json]
-        [--model-dir DIR] [--cam DIR]
+        [--model-dir DIR] [--cam DIR] [--engine ray]
 """
 import json
 from pathlib import Path
@@ -21,6 +21,8 @@ def add_arguments(parser):
     parser.add_argument("sources", nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     parser.add_argument("--out", default="predictions.csv", help="the file to write (default: predictions.csv here)")
     parser.add_argument("--json", action="store_true", help="write JSON (a list of rows) instead of CSV")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="'ray': run on Ray Data, on the "
+                        "cluster that RAY_ADDRESS names or a local one (the same CSV; every node must see the files)")
     parser.add_argument("--model-dir", default=None, help="the bundle to use (default: the dataset's, from script 5)")
     parser.add_argument("--cam", default=None, metavar="DIR", help="also write, per image, where the model looked: the "
                         "class activation map of the predicted class over the image, as DIR/<n>_<name>.png (needs "
@@ -31,7 +33,8 @@ def main():
     P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
     model = bundle.read(Path(args.model_dir) if args.model_dir else layout.dataset_paths(P).bundle)
     print(f"model: {model.describe()}")
-    files, probabilities, errors, speed, missing = predict.predict_sources(model, args.sources, P.run_mbSize)
+    files, probabilities, errors, speed, missing = predict.predict_sources(model, args.sources, P.run_mbSize,
+                                                                               engine=args.engine)
     for message in missing:
         print(f"warning: {message}")
     rows = predict.prediction_rows(files, probabilities, errors, model.labels)

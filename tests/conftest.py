@@ -42,6 +42,18 @@ def make_dataset(root: Path, counts: dict[str, int], size: int = 96, fmt: str = 
     return root
 
 
+def unlabelled_folder(folder: Path) -> Path:
+    """New images to predict: 3 horizontal JPEGs in ``folder``, 3 vertical PNGs in ``folder/deeper``, a broken JPEG
+    and an empty PNG."""
+    (folder / "deeper").mkdir(parents=True)
+    for i in range(3):
+        pattern_image("horizontal", 8000 + i).save(folder / f"h{i}.jpg")
+        pattern_image("vertical", 8100 + i).save(folder / "deeper" / f"v{i}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
 @pytest.fixture
 def small_dataset(tmp_path) -> Path:
     """DATA_DIR with images/toy/{horizontal,vertical}/ holding 12 JPEGs each."""

@@ -13,7 +13,7 @@ from libraries.artifacts import load_csv
 
 from pathlib import Path
 
-from conftest import make_dataset, pattern_image, run_script
+from conftest import make_dataset, pattern_image, run_script, unlabelled_folder
 
 FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.01,1,100]", "run_mbSize=8", "track_boMlflow=False"]
 
@@ -46,13 +46,7 @@ def evaluated(tmp_path_factory):
 def test_predict_a_folder_equals_the_service_and_lists_broken_files(evaluated, tmp_path):
     from libraries.service import create_app
 
-    folder = tmp_path / "new"
-    (folder / "deeper").mkdir(parents=True)
-    for i in range(3):
-        pattern_image("horizontal", 8000 + i).save(folder / f"h{i}.jpg")
-        pattern_image("vertical", 8100 + i).save(folder / "deeper" / f"v{i}.png")
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8 half a jpeg")
-    (folder / "empty.png").write_bytes(b"")
+    folder = unlabelled_folder(tmp_path / "new")
     out = run_script("predict.py", evaluated, *FAST, extra=[str(folder), "--out", str(tmp_path / "p.csv")]).stdout
     assert "predicted 6 image(s) at" in out and "2 unreadable" in out and "done in" in out
     assert "unreadable: " + str(folder / "broken.jpg") in out and "unreadable: " + str(folder / "empty.png") in out

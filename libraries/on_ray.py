@@ -1,0 +1,131 @@
+"""Featurizing and predicting on Ray Data, past one machine: the same images in, the same numbers out as the
+local path (``featurize.iter_batches`` with an ONNX engine).
+
+Ray Data's documented batch-inference pattern: the list of files becomes a dataset; Ray tasks decode and resize
+the images (``featurize.load_and_preprocess``, streamed); an actor pool runs the ONNX graph, each actor loading
+it once, on a GPU when the cluster has one and onnxruntime has CUDA. The results stream back to the driver in
+batches, and the local code takes over from there (the feature cache, the CSV). An unreadable image comes back
+as a row with its reason, exactly as locally, and the run goes on.
+
+``connect`` joins the cluster that ``RAY_ADDRESS`` names, or starts a local one. Every node must see the image
+files and the ONNX file at the same paths (a shared file system) and have this project installed in the same
+Python environment (``make venv``, or ``pip install -r requirements.txt && pip install -e .``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import UserError
+
+DECODE_CPUS = 0.5  # each decoding task's share of a CPU: decoding streams beside the actors, never starved by them
+
+
+def connect(num_cpus: int | None = None) -> dict:
+    """Join the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``, default all cores); return the
+    cluster's resources ({'CPU': 2.0, ...})."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("run_engine='ray' needs Ray: .venv/bin/python -m pip install 'ray[data]==2.60.0' "
+                        "(make venv installs it)") from None
+    if not ray.is_initialized():
+        # Ray Data's actors log a C++ "error" on every run about their constructor arguments (ray issue 53727), a
+        # false alarm; its Python exceptions still reach the user. RAY_BACKEND_LOG_LEVEL=info shows it all again.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR")
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress bar counts the images
+    return ray.cluster_resources()
+
+
+def shutdown() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def _decode(batch: dict, size: int) -> dict:
+    """A Ray task: the batch's files read and resized as the local path does; an unreadable one gets a black image
+    and its reason."""
+    from .featurize import load_and_preprocess
+    from .images import ImageError
+
+    images = np.zeros((len(batch["path"]), size, size, 3), np.uint8)
+    errors = []
+    for k, path in enumerate(batch["path"]):
+        try:
+            images[k] = load_and_preprocess(Path(path), size)
+            errors.append("")
+        except ImageError as err:
+            errors.append(err.reason)
+    return {"position": batch["position"], "image": images, "error": np.array(errors, dtype=str)}
+
+
+class _OnnxActor:
+    """A Ray actor that loads an ONNX graph once and runs its first output on the readable images of each batch."""
+
+    def __init__(self, onnx_path: str, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(onnx_path, options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: dict) -> dict:
+        readable = batch["error"] == ""
+        outputs = None
+        if readable.any():
+            found = self.session.run(None, {self.input_name: np.ascontiguousarray(batch["image"][readable])})[0]
+            outputs = np.zeros((len(readable),) + found.shape[1:], found.dtype)
+            outputs[readable] = found
+        if outputs is None:  # no readable image in this batch: the width of the output is unknown, and not needed
+            outputs = np.zeros((len(readable), 0), np.float32)
+        return {"position": batch["position"], "output": outputs, "error": batch["error"]}
+
+
+class RayEngine:
+    """An engine for ``featurize.run_batches``: ``onnx_path`` run on Ray Data (``map_images``)."""
+
+    def __init__(self, onnx_path: Path, workers: int | None = None):
+        self.onnx_path, self.workers = Path(onnx_path), workers
+        self.name = "Ray Data (onnxruntime in an actor pool)"
+
+    def stream(self, paths: list[Path], size: int, batch_size: int):
+        return map_images(paths, self.onnx_path, size, batch_size, self.workers)
+
+
+def map_images(paths: list[Path], onnx_path: Path, size: int, batch_size: int = 64, workers: int | None = None
+               ) -> Iterable[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """Run ``onnx_path`` (uint8 (B, size, size, 3) in) on every path, on Ray Data. Yields, like the local path,
+    (positions into ``paths``, the outputs of those that were read, [(position, reason)] of those that were not)
+    per batch, in no fixed order. ``workers``: the actors (default one per GPU, else one per 2 CPUs of the cluster)."""
+    import ray
+
+    resources = connect()
+    gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
+    workers = workers or max(1, gpus or int(cpus // 2))
+    per_actor = max(0.5, (cpus - DECODE_CPUS) / workers) if not gpus else 1
+    threads = max(1, int(per_actor))
+    ds = ray.data.from_items([{"position": k, "path": str(p)} for k, p in enumerate(paths)],
+                             override_num_blocks=max(1, min(len(paths) // batch_size, 200)))
+    ds = ds.map_batches(_decode, fn_kwargs={"size": size}, batch_size=batch_size, batch_format="numpy",
+                        num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(_OnnxActor, fn_constructor_kwargs={"onnx_path": str(onnx_path), "threads": threads},
+                        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                        num_cpus=per_actor, num_gpus=1 if gpus else 0)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        readable = batch["error"] == ""
+        positions = batch["position"]
+        failed = [(int(k), str(reason)) for k, reason in zip(positions[~readable], batch["error"][~readable])]
+        yield [int(k) for k in positions[readable]], (batch["output"][readable] if readable.any() else None), failed

@@ -14,10 +14,10 @@ PORT ?= 5000
 WORKERS ?= 2
 GUNICORN := HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) $(VENV)/bin/gunicorn -c aml_config/gunicorn.conf.py
 # the bundle the service loads: MODEL_DIR if set, else the results folder of the dataset that SET names
-BUNDLE_DIR = $${MODEL_DIR:-$$($(PY) -c 'import sys, PARAMETERS; from libraries import layout, settings; print(layout.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]).bundle)' $(SET))}
+BUNDLE_DIR = $${MODEL_DIR:-$$($(DATASET_DIRS) | cut -f3)}
 
 # where the dataset that SET names keeps its images and its results
-DATASET_DIRS = $(PY) -c 'import sys, PARAMETERS; from libraries import layout, settings; p = layout.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]); print(p.images, p.proc)' $(SET)
+DATASET_DIRS = $(PY) -c 'import sys, PARAMETERS; from libraries import layout, settings; p = layout.dataset_paths(settings.parse(PARAMETERS, sys.argv[1:])[0]); print(p.images, p.proc, p.bundle, sep=chr(9))' $(SET)
 
 .PHONY: demo run params test test-fast benchmark serve browser tcmalloc venv clean
 
@@ -46,15 +46,15 @@ demo: $(STAMP) tcmalloc
 # your own data: scripts 1-5 (0-5 when the images folder does not exist yet: a URL list downloads it), e.g.
 #   make run SET="--set datasetName=mine"
 run: $(STAMP) tcmalloc
-	@set -- $$($(DATASET_DIRS)) || exit 1; \
-	  if [ ! -d "$$1" ]; then echo "$$1 does not exist: downloading it with scripts/0_downloadData.py"; \
-	    $(RUN) scripts/0_downloadData.py $(SET) || { echo "or copy one folder of images per class to $$1"; exit 1; }; fi
+	@dirs=$$($(DATASET_DIRS)) || exit 1; IFS="$$(printf '\t')"; set -- $$dirs; \
+	  if [ ! -d "$$1" ]; then echo "$$1 does not exist: scripts/0_downloadData.py downloads it if a URL list names its images"; \
+	    $(RUN) scripts/0_downloadData.py $(SET) || exit 1; fi
 	$(RUN) scripts/1_prepareData.py $(SET)
 	$(RUN) scripts/2_refineDNN.py $(SET)
 	$(RUN) scripts/3_runDNN.py $(SET)
 	$(RUN) scripts/4_trainSVM.py $(SET)
 	$(RUN) scripts/5_evaluate.py $(SET)
-	@set -- $$($(DATASET_DIRS)); echo; echo "results: $$2"; echo "report:  $$2/report.html"; \
+	@IFS="$$(printf '\t')"; set -- $$($(DATASET_DIRS)); echo; echo "results: $$2"; echo "report:  $$2/report.html"; \
 	  echo "serve the model:   make serve SET=\"$(SET)\""; \
 	  echo "predict a folder:  $(PY) scripts/predict.py FOLDER $(SET)"
 

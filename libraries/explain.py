@@ -44,11 +44,17 @@ class Explainer:
         self.classifier, self.head, self.kind, self.input_size = classifier.eval(), head.eval(), kind, input_size
 
     @classmethod
-    def from_paths(cls, paths: DatasetPaths, params: dict) -> "Explainer":
-        """The pipeline that script 5 evaluated and exported, after checking that its artifacts are current."""
-        provenance.check_chain(paths, params, upto="evaluation")
+    def from_paths(cls, paths: DatasetPaths, params: dict | None = None) -> "Explainer":
+        """The pipeline that script 5 evaluated and exported. With ``params`` (script 5 itself) its artifacts must be
+        the ones these parameters make; without (predict.py --cam, the notebooks), the last evaluation and everything
+        it was made from must be current, whichever parameters made them (a refined ``dnn`` included)."""
+        if params is None:
+            classifier = provenance.check_evaluation(paths)["parameters"]["classifier"]
+        else:
+            provenance.check_chain(paths, params, upto="evaluation")
+            classifier = params["classifier"]
         model, meta = load_model(paths.model_meta)
-        return cls(model, export.load_head(paths, params["classifier"], model), params["classifier"], meta["input_size"])
+        return cls(model, export.load_head(paths, classifier, model), classifier, meta["input_size"])
 
     def load(self, path: Path) -> np.ndarray:
         """The model's input for an image file: (S, S, 3) uint8, as featurization prepares it."""

@@ -34,6 +34,7 @@ def svm_cv_accuracy(table: list[dict], chosen_c: float):
     ax.errorbar(cs, acc, yerr=std, fmt="o-", capsize=3, label="cross-validated accuracy (training split)")
     ax.axvline(chosen_c, color="k", ls="--", lw=1, label=f"chosen C = {chosen_c:g}")
     ax.set(xscale="log", xlabel="C", ylabel="accuracy (%)", title="Linear SVM: accuracy per C")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an error bar past 100% says nothing
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -75,15 +76,18 @@ def confusion_matrices(cm: np.ndarray, labels: list[str]):
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
     for ax, matrix, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], normalized, "normalised per true class", ".2f")):
         ax.imshow(matrix, cmap="Blues", vmin=0)
-        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true", title=title)
-        ax.set_xticklabels(labels, rotation=45, ha="right")
-        ax.set_yticklabels(labels)
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)))
+        ax.set_xlabel("predicted", fontsize=12)
+        ax.set_ylabel("true", fontsize=12)
+        ax.set_title(title, fontsize=13)
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=11)
+        ax.set_yticklabels(labels, fontsize=11)
         threshold = matrix.max() / 2 if matrix.size else 0
         for i in range(len(labels)):
             for j in range(len(labels)):
                 ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center",
                         color="white" if matrix[i, j] > threshold else "black",
-                        fontsize=max(9, 16 - len(labels)))
+                        fontsize=max(10, 18 - len(labels)))
     fig.tight_layout()
     return fig
 

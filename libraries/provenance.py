@@ -13,6 +13,7 @@ The pipeline's steps and their inputs, in order::
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -116,13 +117,16 @@ def check(paths: DatasetPaths, step: str, params: dict | None, classifier: str |
                 raise StaleArtifact(f"classifier={params['classifier']!r} needs a refined DNN, but {path.name} holds the "
                                     f"fixed pretrained one: refine first with {script} --set classifier={params['classifier']}")
             raise StaleArtifact(f"{path.name} holds a refined DNN, but classifier='svm' uses the fixed pretrained one: "
-                                f"rerun {script}")
+                                f"to use the refined one, --set classifier='dnn' (or 'svmDnnRefined') with the rf_ "
+                                f"settings it was refined with; to replace it with the fixed one (the refined one is "
+                                f"then lost), rerun {script}")
         for name, value in wanted.items():
             if name not in recorded:
                 raise StaleArtifact(f"{path.name} was made without {name}, which is {value!r} now: rerun {script}")
             if recorded[name] != value:
                 raise StaleArtifact(f"{path.name} was made with {name}={recorded[name]!r}, but {name} is "
-                                    f"{value!r} now: rerun {script}, or --set {name}={recorded[name]!r} to use it as it is")
+                                    f"{value!r} now: rerun {script}, or --set {shlex.quote(f'{name}={recorded[name]!r}')} to use it "
+                                    f"as it is")
     classifier = classifier or (params or {}).get("classifier") or found["parameters"].get("classifier", "svm")
     for input_step in step_inputs(step, classifier):
         input_path = artifact(paths, input_step)

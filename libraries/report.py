@@ -31,8 +31,13 @@ def _thumbnail(paths: DatasetPaths, rel_path: str, caption: str, cam: bytes | No
     image = f'<img alt="{html.escape(rel_path)}" src="{_jpeg_uri(thumbnail)}">' if thumbnail else "<div>(unreadable)</div>"
     if cam:
         image += f'<img class="cam" alt="class activation map of {html.escape(rel_path)}" src="{_jpeg_uri(cam)}">'
-    shown = html.escape(rel_path).replace("/", "/<wbr>")  # a long path breaks after a folder, not inside a name
-    return f"<figure>{image}<figcaption><code>{shown}</code><br>{caption}</figcaption></figure>"
+    return f"<figure>{image}<figcaption><code>{breakable(rel_path)}</code><br>{caption}</figcaption></figure>"
+
+
+def breakable(path: str) -> str:
+    """``path`` escaped for HTML, with line-break chances after '/', '_', '-' and '.': a long path wraps between
+    its parts, not in the middle of a word."""
+    return "".join(f"{c}<wbr>" if c in "/_-." else c for c in html.escape(path, quote=False))
 
 
 def current_suspects(paths: DatasetPaths, classifier: str) -> list[dict] | None:
@@ -41,11 +46,20 @@ def current_suspects(paths: DatasetPaths, classifier: str) -> list[dict] | None:
     return label_issues.read_current(paths.suspects, paths.svm_meta) if classifier == "svm" else None
 
 
+def unreadable_count(paths: DatasetPaths) -> int:
+    """How many files script 1 could not read and left out (``unreadable_images.tsv``)."""
+    if not paths.image_report.is_file():
+        return 0
+    return max(0, len(paths.image_report.read_text(encoding="utf-8").splitlines()) - 1)
+
+
 def health_counts(paths: DatasetPaths, classifier: str) -> dict:
-    """The counts of near-duplicate groups, leaking groups and label issues (for metrics.json and MLflow)."""
+    """The counts of unreadable files, near-duplicate groups, leaking groups and label issues (for metrics.json and
+    MLflow)."""
     duplicates_found = load_json(paths.split).get("duplicates") or {}
-    counts = {f"duplicate_{k}": duplicates_found[k] for k in ("groups", "leaking_groups", "conflicting_groups")
-              if k in duplicates_found}
+    counts = {"unreadable_images": unreadable_count(paths)}
+    counts.update({f"duplicate_{k}": duplicates_found[k] for k in ("groups", "leaking_groups", "conflicting_groups")
+                   if k in duplicates_found})
     suspects = current_suspects(paths, classifier)
     if suspects:
         counts.update(label_issues.summary(suspects))
@@ -67,6 +81,10 @@ def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, ma
     """The report's "Data health" section: near-duplicates and leaks across the split, and the label suspects."""
     e = html.escape
     parts = ['<h2 id="data-health">Data health</h2>']
+    unreadable = unreadable_count(paths)
+    parts.append(f'<p id="unreadable">Unreadable files: <b>{unreadable}</b>' + (
+        f" (left out of the split; each with its reason in <code>{e(paths.image_report.name)}</code>)." if unreadable
+        else ": every file in the class folders could be read.") + "</p>")
     counts = load_json(paths.split).get("duplicates")
     if counts and paths.duplicates.is_file():
         rows = duplicates.read_csv(paths.duplicates)
@@ -86,8 +104,10 @@ def data_health(paths: DatasetPaths, classifier: str, max_suspects: int = 12, ma
     suspects = current_suspects(paths, classifier)
     if suspects is None:
         record = load_json(paths.svm_meta).get("suspects") if classifier == "svm" and paths.svm_meta.is_file() else None
-        why = ("the refined network has learnt the training labels, wrong ones included: run scripts 3-4 with "
-               "classifier=svm to search" if classifier != "svm"
+        why = ("not searched: the refined network has learnt the training labels, wrong ones included. A run of "
+               "scripts 2-5 with classifier=svm searches them with the pretrained network; its script 2 replaces "
+               "the refined one, so run it with another DATA_DIR (a copy of the images) to keep both"
+               if classifier != "svm"
                else f"not searched: {record['skipped']}" if record and record.get("skipped")
                else "not searched (svm_boFindSuspects=False)")
         parts.append(f'<p id="suspects">Label suspects: {e(why)}.</p>')
@@ -143,8 +163,9 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
                                                                      + (", refined" if metrics.get("refined") else ", fixed"))),
                ("test-time augmentation", e(metrics.get("test_time_augmentation", "none"))),
                ("SVM C", "n/a" if metrics.get("svm_C") is None else f"{metrics['svm_C']:g}"),
-               ("images: train / validation / test", " / ".join(str(counts.get(k, "n/a")) for k in ("train", "validation", "test"))
-                if counts else str(metrics["num_test_images"])),
+               ("images: train / validation / test", " / ".join(
+                   "none" if k == "validation" and counts.get(k) == 0 else str(counts.get(k, "n/a"))
+                   for k in ("train", "validation", "test")) if counts else str(metrics["num_test_images"])),
                ("time per step", step_times(run.get("step_seconds"), metrics["classifier"])),
                ("overall accuracy", _pct(metrics["overall_accuracy"])),
                ("class-averaged accuracy", _pct(metrics["class_averaged_accuracy"])),
@@ -153,7 +174,8 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     parts += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary]
     links = [f'<a href="{e(path.name)}">{e(path.name)}</a> ({what})' for path, what in (
         (paths.test_predictions, "every test image's prediction"), (paths.suspects, "label suspects"),
-        (paths.duplicates, "near-duplicate groups")) if path.is_file()
+        (paths.duplicates, "near-duplicate groups"), (paths.image_report, "unreadable files"))
+        if path.is_file() and (path != paths.image_report or unreadable_count(paths))
         and (path != paths.suspects or current_suspects(paths, metrics["classifier"]) is not None)]
     parts += ["</table>"] + ([f'<p id="files">Beside this page: {"; ".join(links)}.</p>'] if links else [])
     parts += [f'<p id="score-scale">Every score in this report is a {e(metrics["score"])}: the probabilities '
@@ -169,7 +191,8 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
         f'<figure class="plotbox"><h2>{e(title)}</h2><img class="plot" alt="{e(title)}" src="{png_uri(path)}"></figure>'
         for path, title in paths.plots() if path.is_file() and _belongs(paths, path, metrics)) + "</div>")
     shown = mistakes[:max_mistakes]
-    parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>")
+    parts.append(f"<h2>The worst mistakes ({len(shown)} of {len(mistakes)}, most confident first)</h2>" if shown
+                 else "<h2>Mistakes</h2>")
     if cams:
         parts.append("<p>Beside each image, where the model looked: the class activation map of the predicted class "
                      "(red = most).</p>")

@@ -11,7 +11,7 @@ from pathlib import Path
 import PARAMETERS
 from libraries import download, elpv, layout, settings
 from libraries.artifacts import atomic_path
-from libraries.errors import UserError
+from libraries.errors import MissingArtifact, UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,15 @@ def main():
         return
 
     url_list = Path(P.dl_urlsFile) if P.dl_urlsFile else REPO / "resources" / f"{P.datasetName}Urls.tsv"
+    if not url_list.is_file() and not P.dl_urlsFile and paths.images.is_dir():
+        print(f"{paths.images} holds the images and there is no URL list {url_list}: nothing to download")
+        return
+    if not url_list.is_file() and not P.dl_urlsFile:
+        found = sorted(d.name for d in paths.images.parent.glob("*") if d.is_dir() and not d.name.startswith("."))
+        raise MissingArtifact(f"{paths.images} does not exist, and there is no URL list {url_list} to download it "
+                              f"from: " + (f"the datasets in {paths.images.parent} are {', '.join(found)}; pick one with "
+                                           f"--set datasetName=..., or " if found else "")
+                              + "copy one folder of images per class there, or set dl_urlsFile to a 'label<TAB>url' file")
     items, problems = download.read_url_list(url_list)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)

@@ -11,6 +11,8 @@ unreadable file gets a row with its error filled in and the rest empty, and is l
 import json
 from pathlib import Path
 
+import numpy as np
+
 import PARAMETERS
 from libraries import bundle, layout, predict, settings
 from libraries.artifacts import atomic_path, save_csv, save_png
@@ -18,19 +20,27 @@ from libraries.errors import UserError
 
 
 def add_arguments(parser):
-    parser.add_argument("sources", nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
-    parser.add_argument("--out", default="predictions.csv", help="the file to write (default: predictions.csv here)")
+    parser.add_argument("sources", nargs="*", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
+    parser.add_argument("--out", default=None, help="the file to write (default: predictions.csv here, or "
+                        "predictions.json with --json)")
     parser.add_argument("--json", action="store_true", help="write JSON (a list of rows) instead of CSV")
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="'ray': run on Ray Data, on the "
                         "cluster that RAY_ADDRESS names or a local one (the same CSV; every node must see the files)")
     parser.add_argument("--model-dir", default=None, help="the bundle to use (default: the dataset's, from script 5)")
     parser.add_argument("--cam", default=None, metavar="DIR", help="also write, per image, where the model looked: the "
-                        "class activation map of the predicted class over the image, as DIR/<n>_<name>.png (needs "
-                        "the dataset's trained artifacts, not only a bundle)")
+                        "class activation map of the predicted class over the image, as DIR/<row>_<name>_<class>.png "
+                        "(<row>: the file's row in the output; needs the dataset's trained artifacts, not only a bundle)")
 
 
 def main():
     P, args = settings.parse(PARAMETERS, description=__doc__, add_arguments=add_arguments)
+    if not args.sources:
+        raise UserError("name at least one image file, folder or glob pattern to predict")
+    out = Path(args.out or ("predictions.json" if args.json else "predictions.csv"))
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: name the file to write, e.g. "
+                        f"--out {out / ('predictions.json' if args.json else 'predictions.csv')}")
+    explainer = cam_explainer(P, args) if args.cam else None  # a mistake there stops the run before any work
     model = bundle.read(Path(args.model_dir) if args.model_dir else layout.dataset_paths(P).bundle)
     print(f"model: {model.describe()}")
     files, probabilities, errors, speed, missing = predict.predict_sources(model, args.sources, P.run_mbSize,
@@ -38,10 +48,10 @@ def main():
     for message in missing:
         print(f"warning: {message}")
     rows = predict.prediction_rows(files, probabilities, errors, model.labels)
-    out = Path(args.out)
     if args.json:
         with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            as_json = [{k: (None if v == "" else v) for k, v in row.items()} for row in rows]  # an empty field is null
+            tmp.write_text(json.dumps(as_json, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     else:
         save_csv(out, rows, predict.columns(model.labels))
     for row in rows:
@@ -49,23 +59,37 @@ def main():
             print(f"unreadable: {row['path']}: {row['error']}")
     bad = sum(1 for row in rows if row["error"])
     print(f"predicted {len(rows) - bad} image(s) at {speed:.0f} img/s, {bad} unreadable; wrote {out}")
-    if args.cam:
-        if args.model_dir:
-            raise UserError("--cam needs the dataset's trained network, which a bundle (--model-dir) does not hold: "
-                            "drop --model-dir and name the dataset with --set datasetName=...")
-        write_cams(P, Path(args.cam), [(f, row) for f, row in zip(files, rows) if not row["error"]], model.labels)
+    if explainer:
+        write_cams(explainer, Path(args.cam), rows, model.labels, P.run_mbSize)
 
 
-def write_cams(P, folder: Path, good: list, labels: list[str]) -> None:
-    """The class activation map of each image's predicted class, over the image, as a PNG per image."""
+def cam_explainer(P, args):
+    """What --cam explains: the dataset's network and head, as script 5 evaluated them (a bundle holds neither)."""
+    if args.model_dir:
+        raise UserError("--cam needs the dataset's trained network, which a bundle (--model-dir) does not hold: "
+                        "drop --model-dir and name the dataset with --set datasetName=...")
     from libraries import explain  # torch, only here: predicting needs onnxruntime alone
 
-    explainer = explain.Explainer.from_paths(layout.dataset_paths(P), vars(P))
+    return explain.Explainer.from_paths(layout.dataset_paths(P))
+
+
+def write_cams(explainer, folder: Path, rows: list[dict], labels: list[str], batch_size: int) -> None:
+    """The class activation map of each image's predicted class over the image, at the image's own proportions, as
+    <row>_<name>_<class>.png (<row>: its row in the output, 1 for the first)."""
+    from PIL import Image
+
+    from libraries import explain
+
+    good = [(number, row) for number, row in enumerate(rows, 1) if not row["error"]]
+    maps = explain.overlays(explainer, [Path(row["path"]) for _, row in good], [labels.index(row["label"]) for _, row in good],
+                            batch_size)
     folder.mkdir(parents=True, exist_ok=True)
-    files = [f for f, _ in good]
-    maps = explain.overlays(explainer, files, [labels.index(row["label"]) for _, row in good], P.run_mbSize)
-    for number, (file, image) in enumerate(zip(files, maps), 1):
-        save_png(folder / f"{number:04d}_{Path(file).stem}.png", image)
+    for (number, row), image in zip(good, maps):
+        with Image.open(row["path"]) as original:
+            width, height = original.size
+        scale = min(1.0, 1024 / max(width, height))
+        shaped = Image.fromarray(image).resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
+        save_png(folder / f"{number:04d}_{Path(row['path']).stem}_{row['label']}.png", np.asarray(shaped))
     print(f"wrote {len(maps)} class activation map(s) ({explainer.kind}: "
           f"{'Grad-CAM' if explainer.kind == 'dnn' else 'the SVM weights over the last feature map'}) to {folder}")
 

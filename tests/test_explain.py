@@ -6,7 +6,7 @@ from PIL import Image
 
 import PARAMETERS
 from libraries import explain, layout, settings
-from libraries.artifacts import load_json
+from libraries.artifacts import load_csv, load_json
 
 from conftest import run_script
 
@@ -61,14 +61,19 @@ def test_the_map_of_the_class_peaks_inside_the_marked_square(tmp_path, classifie
         run_script(script, tmp_path, *sets)
     inside, total = peaks_inside(tmp_path, boxes, sets)
     assert total >= 4 and inside == total, (inside, total)
-    # predict.py --cam writes one overlay per readable image
+    # predict.py --cam writes one overlay per readable image, named by its row in the CSV, at the image's proportions;
+    # it explains what script 5 evaluated without the training settings repeated (a refined dnn included)
     folder = tmp_path / "images" / "marks" / "marked"
     (tmp_path / "broken.png").write_bytes(b"no")
-    out = run_script("predict.py", tmp_path, *sets, extra=[str(folder), str(tmp_path / "broken.png"), "--out",
-                                                            str(tmp_path / "p.csv"), "--cam", str(tmp_path / "cams")]).stdout
+    Image.open(folder / "000.png").crop((0, 0, SIZE, SIZE // 2)).save(tmp_path / "wide.png")
+    out = run_script("predict.py", tmp_path, "datasetName=marks", extra=[
+        str(tmp_path / "broken.png"), str(tmp_path / "wide.png"), str(folder), "--out", str(tmp_path / "p.csv"),
+        "--cam", str(tmp_path / "cams")]).stdout
+    rows = load_csv(tmp_path / "p.csv")
     written = sorted((tmp_path / "cams").glob("*.png"))
-    assert len(written) == 20 and "wrote 20 class activation map(s)" in out and written[0].name == "0001_000.png"
-    assert Image.open(written[0]).size == (SIZE, SIZE)
+    assert len(written) == 21 and "wrote 21 class activation map(s)" in out
+    assert written[0].name == f"0002_wide_{rows[1]['label']}.png" and written[1].name == f"0003_000_{rows[2]['label']}.png"
+    assert Image.open(written[0]).size == (SIZE, SIZE // 2) and Image.open(written[1]).size == (SIZE, SIZE)
     # showResults' toggle draws the map over the image
     from libraries.widgets import ResultBrowser
 

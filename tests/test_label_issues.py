@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from libraries import label_issues, svm
+from libraries import label_issues, report, svm
 from libraries.errors import DatasetError
 
 from conftest import make_dataset, run_script
@@ -93,7 +93,7 @@ def test_planted_label_errors_in_a_real_run_of_scripts_1_to_4(tmp_path):
     page = (proc / "report.html").read_text()
     assert 'id="data-health"' in page and 'id="feature-map"' in page and "near-duplicates" in page.lower()
     gallery = page[page.index('id="suspects"'):]
-    assert f"<code>{rows[0]['path'].replace('/', '/<wbr>')}</code>" in gallery and f"label issues" in gallery
+    assert f"<code>{report.breakable(rows[0]['path'])}</code>" in gallery and f"label issues" in gallery
 
     # excluding the label issues refits the SVM on fewer images; the test set stays the same
     run_script("4_trainSVM.py", tmp_path, *FAST, "svm_boExcludeSuspects=True")

@@ -183,6 +183,9 @@ def test_dnn_and_svm_on_refined_features(tmp_path):
     assert_deployed_model_matches_pipeline(tmp_path, "dnn", "flip")
     assert metrics["test_time_augmentation"] == "flip"
     assert "<tr><th>test-time augmentation</th><td>flip</td></tr>" in (proc(tmp_path) / "report.html").read_text()
+    # the svm default given to a later script: refused, saying how to use the refined model without losing it
+    assert_refused(run_script("3_runDNN.py", tmp_path, *FAST, check=False), "model.json holds a refined DNN",
+                   "to use the refined one, --set classifier='dnn'", "the refined one is then lost")
 
     refined = FAST + ["classifier=svmDnnRefined", "rf_maxEpochs=2", "rf_mbSize=8", "rf_lrPerMb=[0.01,0.001]",
                       "rf_valFraction=0.25", "run_tta=dihedral"]
@@ -266,6 +269,14 @@ def test_one_class_dataset_stops_before_work(tmp_path):
     result = run_script("1_prepareData.py", tmp_path, "datasetName=toy", check=False)
     assert result.returncode == 1 and "Only one class ('only')" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "proc" / "toy" / "split.json").exists()
+
+
+def test_a_misspelt_dataset_is_not_downloaded_and_the_datasets_there_are_named(tmp_path):
+    make_dataset(tmp_path / "images" / "toy", {"a": 3, "b": 3})
+    result = run_script("0_downloadData.py", tmp_path, "datasetName=tyo", check=False)
+    assert result.returncode == 1 and not (tmp_path / "images" / "tyo").exists()
+    assert f"the datasets in {tmp_path / 'images'} are toy; pick one with --set datasetName=" in result.stderr
+    assert "holds the images" in run_script("0_downloadData.py", tmp_path, "datasetName=toy").stdout
 
 
 def test_later_step_without_earlier_one_says_which_to_run(tmp_path):

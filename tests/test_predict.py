@@ -68,6 +68,21 @@ def test_predict_a_folder_equals_the_service_and_lists_broken_files(evaluated, t
     run_script("predict.py", evaluated, *FAST, extra=[str(folder / "*.jpg"), "--json", "--out", str(tmp_path / "p.json")])
     as_json = json.loads((tmp_path / "p.json").read_text())
     assert sorted(r["path"] for r in as_json) == sorted(r["path"] for r in rows if r["path"].endswith(".jpg") and "deeper" not in r["path"])
+    broken = next(r for r in as_json if r["error"])
+    assert broken["label"] is None and broken["probability"] is None  # JSON's null for an empty field
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_folder_as_out_and_no_paths_before_any_work(evaluated, tmp_path):
+    result = run_script("predict.py", evaluated, *FAST, check=False, extra=[str(tmp_path), "--out", str(tmp_path)])
+    assert result.returncode == 1 and "model:" not in result.stdout
+    assert f"error: --out {tmp_path} is a folder: name the file to write, e.g. --out {tmp_path / 'predictions.csv'}" in result.stderr
+    result = run_script("predict.py", evaluated, *FAST, check=False)
+    assert result.returncode == 1 and "name at least one image file, folder or glob pattern" in result.stderr
+    assert "datasetName" in run_script("predict.py", evaluated, *FAST, extra=["--print-params"]).stdout
+    result = run_script("predict.py", evaluated, *FAST, check=False, extra=[str(tmp_path), "--model-dir",
+                                                                           str(evaluated / "proc" / "toy"), "--cam", "x"])
+    assert result.returncode == 1 and "model:" not in result.stdout and "--cam needs the dataset's trained network" in result.stderr
 
 
 @pytest.mark.slow
@@ -135,7 +150,7 @@ def test_the_report_of_a_real_run_has_its_header_and_every_image(evaluated, chro
     chromium.set_window_size(1400, 1000)
     chromium.get((proc / "report.html").as_uri())
     header = chromium.find_element(By.ID, "summary").text
-    counts = f"{run['images']['train']} / {run['images']['validation']} / {run['images']['test']}"
+    counts = f"{run['images']['train']} / {run['images']['validation'] or 'none'} / {run['images']['test']}"
     for expected in ("made", run["date"], "code", run["code_version"], "dataset toy", "classifier svm",
                      "efficientnet_lite0 at 64 px", "SVM C", counts, "time per step 1 split",
                      "2 network (fixed)", "3 features", "4 SVM"):

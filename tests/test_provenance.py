@@ -69,6 +69,11 @@ def test_a_changed_parameter_is_named_with_both_values(tmp_path):
     with pytest.raises(StaleArtifact, match=r"split.json was made with randomSeed=0, but randomSeed is 7 now: "
                                             r"rerun scripts/1_prepareData.py"):
         provenance.check_chain(paths, {**params, "randomSeed": 7}, upto="features")
+    # the suggested --set pastes into a shell as it is, a list value included
+    save_json(paths.svm_meta, {"provenance": provenance.record("svm", params, paths)})
+    with pytest.raises(StaleArtifact) as refused:
+        provenance.check(paths, "svm", {**params, "svm_CVals": [1, 10]})
+    assert "or --set 'svm_CVals=[0.0001, 0.001, 0.01, 0.1, 1, 10, 100]' to use it as it is" in str(refused.value)
 
 
 def test_missing_and_unrecorded_artifacts(tmp_path):

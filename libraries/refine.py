@@ -8,7 +8,8 @@ and then follows a cosine down to zero (or, when ``lr_per_epoch`` is given, one 
 original sample); label smoothing; class-balanced sampling; dropout before the new head; train-time augmentation from
 ``presets``; optionally only the last N blocks of the backbone trained (the others, batch-norm statistics
 included, stay as pretrained). Images are decoded and shrunk once and kept in memory when they fit. CUDA with
-mixed precision when asked for, the CPU otherwise.
+mixed precision when asked for, the CPU otherwise. Under torchrun, each process trains on its shard of every epoch
+with DistributedDataParallel (``distributed``), and the first one alone writes the checkpoint.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .artifacts import save_torch
 from .backbones import Classifier
 from .errors import BadParameter
@@ -200,7 +202,8 @@ def make_sampler(labels: np.ndarray, balance: bool, max_images: int | None, gene
 
 
 def evaluate(model: Classifier, loader: DataLoader, device: torch.device, amp: bool) -> tuple[float, float]:
-    """(error, mean cross-entropy loss) of ``model`` on ``loader``'s images; (nan, nan) without any."""
+    """(error, mean cross-entropy loss) of ``model`` on ``loader``'s images (under torchrun, on every process's
+    share of them together); (nan, nan) without any."""
     model.eval()
     wrong = total = 0
     loss_sum = 0.0
@@ -213,6 +216,7 @@ def evaluate(model: Classifier, loader: DataLoader, device: torch.device, amp: b
             wrong += int((logits.argmax(1) != y).sum())
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             total += len(y)
+    wrong, loss_sum, total = distributed.all_sum(wrong, loss_sum, total)
     return (wrong / total, loss_sum / total) if total else (float("nan"), float("nan"))
 
 
@@ -233,8 +237,10 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
 
     After each epoch a checkpoint is written atomically; a later call with the same ``config_key`` resumes from it.
     """
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = distributed.start(resolve_device(config.device))
+    torch.manual_seed(config.seed + distributed.rank())  # augmentation differs between processes
+    main = distributed.is_main()
+    progress = progress and main
     amp = device.type == "cuda"
     workers = default_workers(config.num_workers)
     size = config.input_size
@@ -246,17 +252,22 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
         train_set.fill_cache(workers, "decoding training images", progress)
         val_set.fill_cache(workers, "decoding validation images", progress)
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = make_sampler(np.array([label for _, label in train_items]), config.balance_classes,
-                           config.max_train_images, generator)
+    sampler = distributed.ShardedSampler(make_sampler(np.array([label for _, label in train_items]),
+                                                      config.balance_classes, config.max_train_images, generator))
     loader_args = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
                        persistent_workers=workers > 0)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=False, **loader_args)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size * 2, shuffle=False, **loader_args) if val_items else None
+    val_share = range(distributed.rank(), len(val_items), distributed.world_size())  # each process scores its share
+    val_loader = (DataLoader(val_set, batch_size=config.batch_size * 2, sampler=val_share, **loader_args)
+                  if val_items else None)
 
     frozen = freeze_early_blocks(model, config.train_blocks)
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
+    net = model  # what the batches go through: under torchrun, the model wrapped to average gradients across processes
+    if distributed.is_distributed():
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, trainable)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
@@ -295,7 +306,7 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
             x, y = batch
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=amp):
-                logits = model(x)
+                logits = net(x)
                 loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -305,6 +316,7 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2g}")
+        wrong, seen, loss_sum = distributed.all_sum(wrong, seen, loss_sum)  # of every process's images
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
                   "train_error": wrong / max(seen, 1)}
         if val_loader is not None:
@@ -320,14 +332,15 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
               f"train error {record['train_error']:.2%}"
               + (f", validation error {record['val_error']:.2%}, loss {record['val_loss']:.4f}" if val_loader else "")
               + f" ({eta(history, config.epochs)}){note}", flush=True)
-        if checkpoint_path:
+        if checkpoint_path and main:
             save_torch(checkpoint_path, {"config_key": config_key, "epoch": epoch + 1, "history": history,
                                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          "scaler": scaler.state_dict(), "generator": generator.get_state(),
                                          "torch_rng": torch.get_rng_state(), "best_model": best_state,
                                          "best_epoch": best["epoch"] if best else None})
-        if on_epoch:
+        if on_epoch and main:
             on_epoch(record)
+    distributed.stop()
     model.to("cpu", memory_format=torch.contiguous_format)
     kept = len(history)
     if best_state is not None:

@@ -74,8 +74,9 @@ class Tracker:
         self._mlflow = None
 
     @classmethod
-    def for_script(cls, P, paths, step: str) -> "Tracker":
-        return cls(vars(P), P.DATA_DIR, P.datasetName, paths.split, step, P.track_boMlflow, P.track_uri,
+    def for_script(cls, P, paths, step: str, enabled: bool = True) -> "Tracker":
+        """The tracker of a script's run; ``enabled=False`` (a torchrun process other than the first) logs nothing."""
+        return cls(vars(P), P.DATA_DIR, P.datasetName, paths.split, step, P.track_boMlflow and enabled, P.track_uri,
                    paths.mlflow_run)
 
     def _fail(self, err: Exception) -> None:

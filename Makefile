@@ -93,6 +93,7 @@ benchmark: $(STAMP) tcmalloc
 	$(RUN) benchmarks/featurize.py
 	$(RUN) benchmarks/refine.py
 	$(RUN) benchmarks/backbones.py
+	$(RUN) benchmarks/ray_featurize.py
 	$(RUN) benchmarks/service.py
 
 clean:

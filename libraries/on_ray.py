@@ -116,7 +116,7 @@ def map_images(paths: list[Path], onnx_path: Path, size: int, batch_size: int = 
     gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
     workers = workers or max(1, gpus or int(cpus // 2))
     per_actor = max(0.5, (cpus - DECODE_CPUS) / workers) if not gpus else 1
-    threads = max(1, int(per_actor))
+    threads = max(1, round(cpus / workers)) if not gpus else 1  # onnxruntime's threads: the actor's share of the cores
     ds = ray.data.from_items([{"position": k, "path": str(p)} for k, p in enumerate(paths)],
                              override_num_blocks=max(1, min(len(paths) // batch_size, 200)))
     ds = ds.map_batches(_decode, fn_kwargs={"size": size}, batch_size=batch_size, batch_format="numpy",

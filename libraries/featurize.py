@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from .artifacts import content_digest, file_digest, load_json, load_npz, save_json, save_npz
 from .errors import BadParameter
-from .images import ImageError, read_image
-from .presets import eval_preprocess
+from .images import ImageError
+from .presets import load_and_preprocess
 
 
 class OnnxEngine:
@@ -117,10 +117,6 @@ def save_features(path: Path, features: np.ndarray, image_paths: list[str], labe
               "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
     save_npz(path, **arrays, feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),
              content_digest=np.array(content_digest(**arrays)))
-
-
-def load_and_preprocess(path: Path, size: int) -> np.ndarray:
-    return eval_preprocess(read_image(path, min_size=size), size)
 
 
 def iter_batches(items: list, load: Callable, batch_size: int, workers: int = 2, prefetch_batches: int = 2

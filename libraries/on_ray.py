@@ -2,7 +2,7 @@
 local path (``featurize.iter_batches`` with an ONNX engine).
 
 Ray Data's documented batch-inference pattern: the list of files becomes a dataset; Ray tasks decode and resize
-the images (``featurize.load_and_preprocess``, streamed); an actor pool runs the ONNX graph, each actor loading
+the images (``presets.load_and_preprocess``, streamed); an actor pool runs the ONNX graph, each actor loading
 it once, on a GPU when the cluster has one and onnxruntime has CUDA. The results stream back to the driver in
 batches, and the local code takes over from there (the feature cache, the CSV). An unreadable image comes back
 as a row with its reason, exactly as locally, and the run goes on.
@@ -55,8 +55,8 @@ def shutdown() -> None:
 def _decode(batch: dict, size: int) -> dict:
     """A Ray task: the batch's files read and resized as the local path does; an unreadable one gets a black image
     and its reason."""
-    from .featurize import load_and_preprocess
     from .images import ImageError
+    from .presets import load_and_preprocess
 
     images = np.zeros((len(batch["path"]), size, size, 3), np.uint8)
     errors = []

@@ -8,7 +8,11 @@ Training resizes to ``train_load_size`` and then takes a random resized crop, a 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from .images import read_image
 
 try:
     import cv2
@@ -37,6 +41,12 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
 def eval_preprocess(rgb: np.ndarray, size: int) -> np.ndarray:
     """The host-side preprocessing of every non-training pass: (size, size, 3) uint8 RGB."""
     return np.ascontiguousarray(resize_square(rgb, size))
+
+
+def load_and_preprocess(path: Path, size: int) -> np.ndarray:
+    """An image file as every non-training pass feeds it to the network (``images.read_image``, then
+    ``eval_preprocess``); raises ``images.ImageError`` for a file that cannot be read."""
+    return eval_preprocess(read_image(path, min_size=size), size)
 
 
 def _to_hwc(image):

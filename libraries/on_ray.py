@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -40,7 +41,9 @@ def connect(num_cpus: int | None = None) -> dict:
         address = os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR")
-        context = ray.data.DataContext.get_current()
+        with warnings.catch_warnings():  # Ray 2.60's own DataContext warns about its own deprecated fields
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress bar counts the images
     return ray.cluster_resources()

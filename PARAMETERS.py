@@ -50,6 +50,7 @@ rf_numWorkers: int | None = None  # image-loading processes during refinement; N
 # ---- Featurization and SVM (scripts 3 and 4) --------------------------------------------------
 run_mbSize: int = 64  # minibatch size when featurizing images
 run_tta: str = "flip"  # test-time augmentation: 'none', 'flip' (mean of the image and its mirror image) or 'dihedral' (mean of its 8 flips and quarter turns, for images with no natural up); the exported model does the same, at 2x or 8x the cost
+run_shardAbove: int = 500_000  # with more images than this, script 3 writes the vectors as Parquet shards (features_parquet/) beside features.npz
 run_engine: str = "auto"  # 'auto' (CUDA torch on a GPU, else onnxruntime), 'onnxruntime', 'torch', or 'ray' (Ray Data: RAY_ADDRESS's cluster, else a local one)
 svm_boL2Normalize: bool = True  # L2-normalise the DNN features before the SVM
 svm_CVals: list = [1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100]  # SVM regularisation values C to try

@@ -72,6 +72,15 @@ def load_npz(path: str | Path) -> dict:
         return {key: data[key] for key in data.files}
 
 
+def save_parquet(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    """Rows (dicts; None for a missing value) as a Parquet table with ``columns`` in that order, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows).select(columns) if rows else pa.table({c: [] for c in columns}), tmp)
+
+
 def save_png(path: str | Path, image: np.ndarray) -> None:
     """An (H, W, 3) uint8 RGB array as a PNG, written atomically."""
     from PIL import Image

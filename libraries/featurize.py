@@ -20,9 +20,10 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import content_digest, file_digest, load_json, load_npz, save_json, save_npz
-from .errors import BadParameter
+from .artifacts import atomic_path, content_digest, file_digest, load_json, load_npz, save_json, save_npz
+from .errors import BadParameter, MissingArtifact, StaleArtifact
 from .images import ImageError
+from .layout import SCRIPTS
 from .presets import load_and_preprocess
 
 
@@ -109,14 +110,71 @@ def make_engine(model_meta: Path, onnx_path: Path, onnx_meta: Path, requested: s
     return OnnxEngine(onnx_path)
 
 
+SHARD_ROWS = 100_000  # vectors per Parquet shard (about 0.5 GB at 1280 numbers)
+
+
 def save_features(path: Path, features: np.ndarray, image_paths: list[str], labels: list[int], subset: list[str],
-                  feature_key: str, provenance: dict) -> None:
+                  feature_key: str, provenance: dict, shard_dir: Path | None = None, shard_above: int | None = None) -> None:
     """``features.npz``: one row per image (vector, relative path, label id, 'train' or 'test'), the model's feature
-    key, its provenance, and a digest of its content (its identity for the artifacts made from it)."""
+    key, its provenance, and a digest of its content (its identity for the artifacts made from it).
+
+    With more than ``shard_above`` images, the vectors go to Parquet shards of ``SHARD_ROWS`` in ``shard_dir``
+    (columns ``row``, ``vector``) and ``features.npz`` names each shard with its digest; the content digest is the
+    same either way. New shards get new names, and the old ones are deleted only after ``features.npz`` names the
+    new: a crash never leaves it naming a half-written shard."""
     arrays = {"features": np.asarray(features, np.float32), "paths": np.array(image_paths, dtype=str),
               "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
-    save_npz(path, **arrays, feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),
-             content_digest=np.array(content_digest(**arrays)))
+    meta = dict(feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),
+                content_digest=np.array(content_digest(**arrays)))
+    old = list(Path(shard_dir).glob("*.parquet")) if shard_dir is not None and Path(shard_dir).is_dir() else []
+    names = []
+    if shard_above is None or len(arrays["features"]) <= shard_above:
+        save_npz(path, **arrays, **meta)
+    else:
+        names = write_shards(Path(shard_dir), arrays.pop("features"), str(meta["content_digest"])[:8])
+        save_npz(path, **arrays, **meta, shards=np.array(names, dtype=str),
+                 shard_digests=np.array([file_digest(Path(shard_dir) / name) for name in names], dtype=str))
+    for stale in old:  # only now that features.npz names what it uses
+        if stale.name not in names:
+            stale.unlink()
+
+
+def write_shards(folder: Path, vectors: np.ndarray, tag: str) -> list[str]:
+    """``vectors`` as Parquet files of ``SHARD_ROWS`` rows each in ``folder``; returns their names."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for number, start in enumerate(range(0, len(vectors), SHARD_ROWS)):
+        block = vectors[start:start + SHARD_ROWS]
+        table = pa.table({"row": pa.array(np.arange(start, start + len(block), dtype=np.int64)),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), block.shape[1])})
+        names.append(f"part-{number:05d}-{tag}.parquet")
+        with atomic_path(folder / names[-1]) as tmp:
+            pq.write_table(table, tmp)
+    return names
+
+
+def load_features(path: Path, shard_dir: Path | None = None) -> dict:
+    """What ``save_features`` wrote, the vectors in ``"features"`` whether in the .npz or in its Parquet shards (each
+    checked against the digest the .npz records; a missing or changed shard is refused)."""
+    data = load_npz(path)
+    if "shards" not in data:
+        return data
+    import pyarrow.parquet as pq
+
+    blocks = []
+    for name, digest in zip(data.pop("shards").tolist(), data.pop("shard_digests").tolist()):
+        shard = Path(shard_dir) / name
+        if not shard.is_file():
+            raise MissingArtifact(f"{shard} does not exist, but {Path(path).name} names it: rerun {SCRIPTS['features']}")
+        if file_digest(shard) != digest:
+            raise StaleArtifact(f"{shard} is not the shard {Path(path).name} was written with: rerun {SCRIPTS['features']}")
+        column = pq.read_table(shard, columns=["vector"]).column("vector").combine_chunks()
+        blocks.append(column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1))
+    data["features"] = np.concatenate(blocks).astype(np.float32, copy=False)
+    return data
 
 
 def iter_batches(items: list, load: Callable, batch_size: int, workers: int = 2, prefetch_batches: int = 2

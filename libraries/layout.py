@@ -47,6 +47,7 @@ class DatasetPaths:
         self.featurizer_meta = proc / "featurizer.json"
         self.feature_cache = proc / "feature_cache"
         self.features = proc / "features.npz"
+        self.feature_shards = proc / "features_parquet"  # the vectors of a large features.npz (featurize.save_features)
         self.svm = proc / "svm.npz"
         self.svm_meta = proc / "svm.json"
         self.svm_plot = proc / "svm_cv_accuracy.png"

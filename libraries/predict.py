@@ -106,6 +106,11 @@ def prediction_rows(paths: list, probabilities: np.ndarray, errors: list[str | N
     return rows
 
 
+def with_nulls(rows: list[dict]) -> list[dict]:
+    """The rows with each empty field as None (JSON's null, Parquet's missing value) rather than ''."""
+    return [{k: (None if v == "" else v) for k, v in row.items()} for row in rows]
+
+
 def to_label_rows(files: list[Path], probabilities: np.ndarray, errors: list[str | None], labels: list[str]
                   ) -> list[dict]:
     """The rows of ``to_label.csv``: the readable images, smallest margin (most worth labelling) first, then the

@@ -23,7 +23,7 @@ from .errors import MissingArtifact, StaleArtifact
 from .layout import SCRIPTS, DatasetPaths
 
 # the parameters that do not change what a run computes, only how fast, where, or whether it is logged
-NOT_RESULT_PARAMETERS = ("rf_device", "rf_numWorkers", "run_engine", "run_mbSize", "track_boMlflow", "track_uri",
+NOT_RESULT_PARAMETERS = ("rf_device", "rf_numWorkers", "run_engine", "run_mbSize", "run_shardAbove", "track_boMlflow", "track_uri",
                          "dl_numWorkers", "dl_timeoutSec", "dl_maxRetries", "svm_boFindSuspects")
 
 SPLIT_PARAMETERS = ("ratioTrainTest", "imagesSplitBy", "randomSeed", "dup_maxDistance", "dup_boKeepTogether")

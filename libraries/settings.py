@@ -96,7 +96,7 @@ def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
         from .dataset import check_dataset_name
 
         check_dataset_name(params["datasetName"])
-    for name in ("rf_mbSize", "rf_maxEpochs", "run_mbSize", "dl_maxImageSize", "dl_numWorkers"):
+    for name in ("rf_mbSize", "rf_maxEpochs", "run_mbSize", "run_shardAbove", "dl_maxImageSize", "dl_numWorkers"):
         if name in params and params[name] < 1:
             raise BadParameter(f"{name} must be at least 1, got {params[name]}")
     if params.get("rf_inputResolution") is not None and params["rf_inputResolution"] < 32:

@@ -35,9 +35,11 @@ def main():
         print(f"skipped unreadable image {path}: {reason}")
     kept_rows = [rows[i] for i in kept]
     featurize.save_features(paths.features, features, [r[0] for r in kept_rows], [r[1] for r in kept_rows],
-                            [r[2] for r in kept_rows], key, provenance.record("features", params, paths))
+                            [r[2] for r in kept_rows], key, provenance.record("features", params, paths),
+                            shard_dir=paths.feature_shards, shard_above=P.run_shardAbove)
     provenance.record_time(paths, "features", settings.seconds_so_far())
     print(f"wrote {paths.features}: {features.shape[0]} vectors of {features.shape[1]} numbers"
+          + (f" (in Parquet shards in {paths.feature_shards})" if features.shape[0] > P.run_shardAbove else "")
           + (f"; {len(failures)} image(s) skipped" if failures else ""))
 
 

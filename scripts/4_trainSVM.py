@@ -17,8 +17,8 @@ import numpy as np
 
 import PARAMETERS
 
-from libraries import feature_map, label_issues, layout, model_io, plots, provenance, settings, svm
-from libraries.artifacts import file_digest, load_json, load_npz, save_figure
+from libraries import feature_map, featurize, label_issues, layout, model_io, plots, provenance, settings, svm
+from libraries.artifacts import file_digest, load_json, save_figure
 from libraries.errors import DatasetError
 from libraries.tracking import Tracker
 
@@ -30,7 +30,7 @@ def main():
         print("classifier='dnn': the refined DNN classifies by itself; no SVM to train")
         return
     provenance.check_chain(paths, params, upto="svm")
-    data = load_npz(paths.features)
+    data = featurize.load_features(paths.features, paths.feature_shards)
     labels = load_json(paths.split)["labels"]
     if P.classifier == "svmDnnRefined":  # C and calibration on images the refined network did not train on
         train = data["subset"] == "train"

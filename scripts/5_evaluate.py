@@ -12,9 +12,9 @@ import datetime
 import numpy as np
 
 import PARAMETERS
-from libraries import (evaluation, explain, export, layout, model_io, plots, predict, provenance, report, results, scoring,
-                       settings)
-from libraries.artifacts import load_json, load_npz, save_csv, save_figure
+from libraries import (evaluation, explain, export, featurize, layout, model_io, plots, predict, provenance, report, results,
+                       scoring, settings)
+from libraries.artifacts import load_json, save_csv, save_figure
 from libraries.errors import DatasetError
 from libraries.tracking import Tracker, flatten_numbers
 
@@ -23,7 +23,7 @@ def main():
     P, _ = settings.parse(PARAMETERS, description=__doc__)
     params, paths = vars(P), layout.dataset_paths(P)
     provenance.check_chain(paths, params, upto="evaluation")
-    data = load_npz(paths.features)
+    data = featurize.load_features(paths.features, paths.feature_shards)
     labels = load_json(paths.split)["labels"]
     test = data["subset"] == "test"
     if not test.any():

@@ -15,14 +15,14 @@ import numpy as np
 
 import PARAMETERS
 from libraries import bundle, layout, predict, settings
-from libraries.artifacts import atomic_path, save_csv, save_png
+from libraries.artifacts import atomic_path, save_csv, save_parquet, save_png
 from libraries.errors import UserError
 
 
 def add_arguments(parser):
     parser.add_argument("sources", nargs="*", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     parser.add_argument("--out", default=None, help="the file to write (default: predictions.csv here, or "
-                        "predictions.json with --json)")
+                        "predictions.json with --json); a name ending in .parquet writes Parquet, for big outputs")
     parser.add_argument("--json", action="store_true", help="write JSON (a list of rows) instead of CSV")
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="'ray': run on Ray Data, on the "
                         "cluster that RAY_ADDRESS names or a local one (the same CSV; every node must see the files)")
@@ -50,8 +50,9 @@ def main():
     rows = predict.prediction_rows(files, probabilities, errors, model.labels)
     if args.json:
         with atomic_path(out) as tmp:
-            as_json = [{k: (None if v == "" else v) for k, v in row.items()} for row in rows]  # an empty field is null
-            tmp.write_text(json.dumps(as_json, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(predict.with_nulls(rows), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    elif out.suffix.lower() == ".parquet":  # for outputs too big for a CSV
+        save_parquet(out, predict.with_nulls(rows), predict.columns(model.labels))
     else:
         save_csv(out, rows, predict.columns(model.labels))
     for row in rows:

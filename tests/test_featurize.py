@@ -176,3 +176,40 @@ def test_an_interrupted_featurization_keeps_finished_batches(tmp_path, extractor
                                             progress=False)
     assert engine.images == 6  # the two finished batches (4 images) were kept on disk
     assert features.shape == (10, 1280)
+
+
+def test_large_features_go_to_parquet_shards_that_read_back_the_same(tmp_path, monkeypatch):
+    from libraries.errors import MissingArtifact, StaleArtifact
+    from libraries.provenance import identity
+
+    monkeypatch.setattr(featurize, "SHARD_ROWS", 5)
+    vectors = np.random.default_rng(0).normal(size=(12, 7)).astype(np.float32)
+    rows = dict(image_paths=[f"a/{i}.jpg" for i in range(12)], labels=[i % 2 for i in range(12)],
+                subset=["train"] * 9 + ["test"] * 3, feature_key="key", provenance={"step": "features"})
+    featurize.save_features(tmp_path / "plain.npz", vectors, **rows)
+    shards = tmp_path / "shards"
+    featurize.save_features(tmp_path / "sharded.npz", vectors, **rows, shard_dir=shards, shard_above=10)
+    first = sorted(p.name for p in shards.iterdir())
+    assert len(first) == 3 and all(name.endswith(".parquet") for name in first)  # 5 + 5 + 2 rows
+    assert "features" not in np.load(tmp_path / "sharded.npz").files  # the vectors are in the shards alone
+    plain = featurize.load_features(tmp_path / "plain.npz")
+    sharded = featurize.load_features(tmp_path / "sharded.npz", shards)
+    assert set(sharded) == set(plain) and np.array_equal(sharded["features"], vectors)
+    assert list(sharded["paths"]) == list(plain["paths"])
+    assert identity(tmp_path / "sharded.npz") == identity(tmp_path / "plain.npz")  # the same artifact to its readers
+    # written again with other vectors: new shards, the old ones gone, never a mix
+    featurize.save_features(tmp_path / "sharded.npz", vectors + 1, **rows, shard_dir=shards, shard_above=10)
+    assert len(list(shards.iterdir())) == 3 and not set(first) & {p.name for p in shards.iterdir()}
+    assert np.array_equal(featurize.load_features(tmp_path / "sharded.npz", shards)["features"], vectors + 1)
+    # below the threshold again: one .npz, and no shard left
+    featurize.save_features(tmp_path / "sharded.npz", vectors, **rows, shard_dir=shards, shard_above=100)
+    assert list(shards.iterdir()) == [] and "shards" not in featurize.load_features(tmp_path / "sharded.npz", shards)
+    # a changed or missing shard is refused, naming the script to rerun
+    featurize.save_features(tmp_path / "sharded.npz", vectors, **rows, shard_dir=shards, shard_above=10)
+    victim = sorted(shards.iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:-8] + b"12345678")
+    with pytest.raises(StaleArtifact, match="is not the shard sharded.npz was written with: rerun scripts/3_runDNN.py"):
+        featurize.load_features(tmp_path / "sharded.npz", shards)
+    victim.unlink()
+    with pytest.raises(MissingArtifact, match="does not exist, but sharded.npz names it"):
+        featurize.load_features(tmp_path / "sharded.npz", shards)

@@ -137,9 +137,11 @@ def test_svm_pipeline_end_to_end_on_messy_data(tmp_path):
     features = np.load(proc(tmp_path) / "features.npz")
     assert features["features"].shape == (len(split["train"]) + len(split["test"]), 1280)
 
-    # idempotent: a second run reuses what is valid and gives the same answer
+    # idempotent: a second run reuses what is valid and gives the same answer, with the vectors in Parquet shards
+    # this time (as for a large dataset), which scripts 4 and 5 read
     assert "up to date" in run_script("2_refineDNN.py", tmp_path, *FAST).stdout
-    run_script("3_runDNN.py", tmp_path, *FAST)
+    out = run_script("3_runDNN.py", tmp_path, *FAST, "run_shardAbove=10").stdout
+    assert "in Parquet shards" in out and len(list((proc(tmp_path) / "features_parquet").glob("*.parquet"))) == 1
     run_script("4_trainSVM.py", tmp_path, *FAST)
     run_script("5_evaluate.py", tmp_path, *FAST)
     again = json.loads((proc(tmp_path) / "metrics.json").read_text())

@@ -263,6 +263,8 @@ def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], siz
                 last_save = time.monotonic()
         bar.close()
         cache.save()
+    elif progress:
+        print(f"all {len(paths)} images were in the feature cache: nothing to featurize")
     rows = [i for i, d in enumerate(digests) if d in cache.vectors]
     if not rows:
         return np.zeros((0, 0), np.float32), np.array([], int), failures

@@ -39,14 +39,39 @@ def connect(num_cpus: int | None = None) -> dict:
         # false alarm; its Python exceptions still reach the user. RAY_BACKEND_LOG_LEVEL=info shows it all again.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         address = os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
-                 log_to_driver=False, logging_level="ERROR")
+        if address != "local":
+            check_reachable(address)
+            if (Path.home() / ".ray" / "auth_token").is_file():
+                # a head started with `ray start` where Ray has run before checks this token, which a client sends
+                # only when told to
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
+        except ConnectionError as err:
+            raise UserError(f"could not join the Ray cluster at RAY_ADDRESS={address} ({err}): check it with "
+                            f".venv/bin/ray status, or unset RAY_ADDRESS to start a local one") from None
         with warnings.catch_warnings():  # Ray 2.60's own DataContext warns about its own deprecated fields
             warnings.simplefilter("ignore", DeprecationWarning)
             context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress bar counts the images
     return ray.cluster_resources()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a ``host:port`` that nothing answers on (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # 'auto', 'ray://...': left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(f"nothing answers at RAY_ADDRESS={address} ({err.strerror or err}): start the head with "
+                        f".venv/bin/ray start --head, set RAY_ADDRESS to the address it prints, or unset RAY_ADDRESS "
+                        f"to start a local Ray") from None
 
 
 def shutdown() -> None:
@@ -102,7 +127,9 @@ class RayEngine:
 
     def __init__(self, onnx_path: Path, workers: int | None = None):
         self.onnx_path, self.workers = Path(onnx_path), workers
-        self.name = "Ray Data (onnxruntime in an actor pool)"
+        resources = connect()  # here, so that a cluster that cannot be joined stops the run before any work
+        where = os.environ.get("RAY_ADDRESS") or "a local Ray"
+        self.name = f"Ray Data at {where} ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
 
     def stream(self, paths: list[Path], size: int, batch_size: int):
         return map_images(paths, self.onnx_path, size, batch_size, self.workers)

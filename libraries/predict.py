@@ -51,9 +51,9 @@ def predict_files(bundle: Bundle, files: list[Path], batch_size: int = 32, worke
     ``engine``: 'local' (onnxruntime here) or 'ray' (the bundle's graph on Ray Data, ``on_ray``)."""
     probabilities = np.full((len(files), len(bundle.labels)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(files)
+    run = RayEngine(bundle.model_path) if engine == "ray" else lambda batch: bundle.run(batch)[0]  # joins Ray first
     start = time.perf_counter()
     with tqdm(total=len(files), desc="predicting", unit="img", disable=not progress) as bar:
-        run = (RayEngine(bundle.model_path) if engine == "ray" else lambda batch: bundle.run(batch)[0])
         for indices, found, failed in run_batches(run, files, bundle.input_size, batch_size, workers):
             if found is not None:
                 probabilities[indices] = found

@@ -286,6 +286,9 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
             best_state = state.get("best_model")
             best = next((h for h in history if h["epoch"] == state.get("best_epoch")), None)
             print(f"resuming refinement after epoch {start} of {config.epochs} from {checkpoint_path}")
+            if state.get("world_size", 1) != distributed.world_size():
+                print(f"warning: this refinement began in {state.get('world_size', 1)} process(es) and goes on in "
+                      f"{distributed.world_size()}: the images per step change from here on (rf_mbSize is per process)")
 
     steps = max(len(train_loader), 1)
     for epoch in range(start, config.epochs):
@@ -337,7 +340,8 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
                                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          "scaler": scaler.state_dict(), "generator": generator.get_state(),
                                          "torch_rng": torch.get_rng_state(), "best_model": best_state,
-                                         "best_epoch": best["epoch"] if best else None})
+                                         "best_epoch": best["epoch"] if best else None,
+                                         "world_size": distributed.world_size()})
         if on_epoch and main:
             on_epoch(record)
     distributed.stop()

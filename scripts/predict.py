@@ -22,7 +22,8 @@ from libraries.errors import UserError
 def add_arguments(parser):
     parser.add_argument("sources", nargs="*", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     parser.add_argument("--out", default=None, help="the file to write (default: predictions.csv here, or "
-                        "predictions.json with --json); a name ending in .parquet writes Parquet, for big outputs")
+                        "predictions.json with --json); its ending picks the format: .csv, .json, or .parquet for big "
+                        "outputs")
     parser.add_argument("--json", action="store_true", help="write JSON (a list of rows) instead of CSV")
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="'ray': run on Ray Data, on the "
                         "cluster that RAY_ADDRESS names or a local one (the same CSV; every node must see the files)")
@@ -37,6 +38,10 @@ def main():
     if not args.sources:
         raise UserError("name at least one image file, folder or glob pattern to predict")
     out = Path(args.out or ("predictions.json" if args.json else "predictions.csv"))
+    kind = "json" if args.json or out.suffix.lower() == ".json" else "parquet" if out.suffix.lower() == ".parquet" else "csv"
+    if args.json and out.suffix.lower() not in (".json", ""):
+        raise UserError(f"--json writes JSON, but --out {out} names another format: use a .json name, or drop --json "
+                        f"(the name's ending picks the format: .csv, .json or .parquet)")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder: name the file to write, e.g. "
                         f"--out {out / ('predictions.json' if args.json else 'predictions.csv')}")
@@ -48,10 +53,10 @@ def main():
     for message in missing:
         print(f"warning: {message}")
     rows = predict.prediction_rows(files, probabilities, errors, model.labels)
-    if args.json:
+    if kind == "json":
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(predict.with_nulls(rows), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    elif out.suffix.lower() == ".parquet":  # for outputs too big for a CSV
+    elif kind == "parquet":  # for outputs too big for a CSV
         save_parquet(out, predict.with_nulls(rows), predict.columns(model.labels))
     else:
         save_csv(out, rows, predict.columns(model.labels))

@@ -52,6 +52,10 @@ def test_ray_features_equal_the_local_ones_and_a_rerun_featurizes_only_new_image
     run_script("1_prepareData.py", tmp_path, *FAST)
     err = run_script("3_runDNN.py", tmp_path, *FAST, "run_engine='ray'", env_extra=ray_env).stderr
     assert "featurizing (23 cached)" in err and "3/3" in err  # script 1 left the damaged image out this time
+    # a RAY_ADDRESS that nothing answers on stops the run at once with one line, not after minutes of retries
+    refused = run_script("3_runDNN.py", tmp_path, *FAST, "run_engine='ray'", check=False,
+                         env_extra={"RAY_ADDRESS": "127.0.0.1:9"})
+    assert refused.returncode == 1 and "error: nothing answers at RAY_ADDRESS=127.0.0.1:9" in refused.stderr
 
 
 @pytest.mark.slow

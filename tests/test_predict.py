@@ -88,6 +88,11 @@ def test_predict_refuses_a_folder_as_out_and_no_paths_before_any_work(evaluated,
     assert f"error: --out {tmp_path} is a folder: name the file to write, e.g. --out {tmp_path / 'predictions.csv'}" in result.stderr
     result = run_script("predict.py", evaluated, *FAST, check=False)
     assert result.returncode == 1 and "name at least one image file, folder or glob pattern" in result.stderr
+    result = run_script("predict.py", evaluated, *FAST, check=False, extra=[str(tmp_path), "--json", "--out",
+                                                                           str(tmp_path / "p.parquet")])
+    assert result.returncode == 1 and "--json writes JSON, but --out" in result.stderr and "model:" not in result.stdout
+    run_script("predict.py", evaluated, *FAST, extra=[str(evaluated / "images"), "--out", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text())[0]["path"]  # the name's ending picks JSON
     assert "datasetName" in run_script("predict.py", evaluated, *FAST, extra=["--print-params"]).stdout
     result = run_script("predict.py", evaluated, *FAST, check=False, extra=[str(tmp_path), "--model-dir",
                                                                            str(evaluated / "proc" / "toy"), "--cam", "x"])

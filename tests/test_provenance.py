@@ -1,4 +1,6 @@
 """What an artifact was made from, and the refusal of a stale one, on small artifacts made here."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,11 @@ def test_a_step_time_is_shown_only_for_the_artifact_it_made(tmp_path):
     assert provenance.step_times(paths) == {"split": 2.0, "features": 28.0}  # not the new model.json's time
     paths.split.unlink()
     assert provenance.step_times(paths) == {"features": 28.0}
+
+
+def test_the_readme_names_every_parameter_that_never_makes_an_artifact_stale():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("Parameters that change only speed"):][:600]
+    missing = [name for name in provenance.NOT_RESULT_PARAMETERS
+               if f"`{name}`" not in paragraph and not (name.startswith("track_") and "`track_*`" in paragraph)]
+    assert not missing, f"README's list lacks {missing}"

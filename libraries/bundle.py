@@ -21,6 +21,7 @@ import numpy as np
 from .artifacts import file_digest, save_json
 from .errors import MissingArtifact, StaleArtifact
 from .layout import BUNDLE_FILES, BUNDLE_LABELS, BUNDLE_META, BUNDLE_MODEL, SCRIPTS
+from .onnx_export import export_onnx, open_session
 
 OUTPUTS = ("probabilities", "raw_scores")
 INPUT = "uint8 RGB, (batch, size, size, 3), resized whole to size x size (presets.eval_preprocess)"
@@ -30,8 +31,6 @@ def write(out_dir: Path, module, labels: list[str], input_size: int, meta: dict)
     """Export ``module`` ((B, S, S, 3) uint8 -> (probabilities, raw scores)) with ``labels`` and ``meta`` (classifier,
     score meanings, backbone, provenance) as a bundle in ``out_dir``; return the ONNX path. ``deploy.json`` is
     written last and names the digests of the other two, so a half-written bundle is never read."""
-    from .onnx_export import export_onnx
-
     out_dir = Path(out_dir)
     onnx_path, labels_path = out_dir / BUNDLE_MODEL, out_dir / BUNDLE_LABELS
     export_onnx(module.eval(), onnx_path, input_size, output_names=OUTPUTS)
@@ -89,15 +88,10 @@ def check_files(model_dir: Path) -> tuple[dict, list[str]]:
 
 def read(model_dir: Path, threads: int | None = None) -> Bundle:
     """Read and check the bundle in ``model_dir``; a missing, stale or inconsistent one is refused with one sentence."""
-    import onnxruntime as ort
-
     model_dir = Path(model_dir)
     meta, labels = check_files(model_dir)
     make = SCRIPTS["evaluation"]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or 0
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model_dir / BUNDLE_MODEL), options, providers=["CPUExecutionProvider"])
+    session = open_session(model_dir / BUNDLE_MODEL, threads)
     names = [output.name for output in session.get_outputs()]
     if names[:2] != list(OUTPUTS):
         raise StaleArtifact(f"{model_dir / BUNDLE_MODEL} has outputs {names}, not {list(OUTPUTS)} (an older version "

@@ -117,7 +117,8 @@ def find(paths: list[Path], max_distance: int = DEFAULT_MAX_DISTANCE, progress: 
     paths = list(paths)
     hashes, bad = hash_images(paths, progress=progress)
     unreadable = {p for p, _ in bad}
-    readable = [p for p in paths if p not in unreadable]
+    keep = [k for k, p in enumerate(paths) if p not in unreadable]
+    readable = [paths[k] for k in keep]
     details: dict[int, np.ndarray] = {}
 
     def same_detail(i: int, j: int) -> bool:
@@ -126,7 +127,7 @@ def find(paths: list[Path], max_distance: int = DEFAULT_MAX_DISTANCE, progress: 
                 details[k] = detail(readable[k])
         return float(details[i] @ details[j]) >= MIN_DETAIL_CORRELATION
 
-    found = groups(hashes[[k for k, p in enumerate(paths) if p not in unreadable]], max_distance, confirm=same_detail)
+    found = groups(hashes[keep], max_distance, confirm=same_detail)
     return [[readable[k] for k in group] for group in found], bad
 
 

@@ -101,15 +101,3 @@ def overlays(explainer: Explainer, files: list[Path], classes: list[int], batch_
         out += [overlay(image, cam) for image, cam in zip(images, maps)]
     return out
 
-
-def jpeg(image: np.ndarray, size: int = 160) -> bytes:
-    """An overlay as a JPEG thumbnail (for the report)."""
-    import io
-
-    from PIL import Image
-
-    thumbnail = Image.fromarray(image)
-    thumbnail.thumbnail((size, size))
-    out = io.BytesIO()
-    thumbnail.save(out, "JPEG", quality=85)
-    return out.getvalue()

@@ -31,12 +31,9 @@ class OnnxEngine:
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Path, threads: int | None = None):
-        import onnxruntime as ort
+        from .onnx_export import open_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(onnx_path, threads or os.cpu_count() or 1)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -61,9 +61,14 @@ def list_files(folder: Path) -> list[Path]:
 def thumbnail_jpeg(path: Path, size: int = 160) -> bytes | None:
     """A JPEG thumbnail (longest side ``size``) of any readable image, or None when it cannot be decoded."""
     try:
-        image = Image.fromarray(read_image(path, min_size=size))
+        return jpeg_thumbnail(read_image(path, min_size=size), size)
     except ImageError:
         return None
+
+
+def jpeg_thumbnail(rgb: np.ndarray, size: int = 160) -> bytes:
+    """An (H, W, 3) uint8 RGB array as a JPEG thumbnail with its longest side ``size``."""
+    image = Image.fromarray(rgb)
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)

@@ -101,13 +101,9 @@ class _OnnxActor:
     """A Ray actor that loads an ONNX graph once and runs its first output on the readable images of each batch."""
 
     def __init__(self, onnx_path: str, threads: int):
-        import onnxruntime as ort
+        from .onnx_export import open_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(onnx_path, options, providers=providers)
+        self.session = open_session(onnx_path, threads, cuda=True)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: dict) -> dict:

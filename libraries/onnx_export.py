@@ -1,4 +1,5 @@
-"""Exporting a torch module that takes (B, S, S, 3) uint8 images to ONNX, the one way every ONNX file here is made."""
+"""Exporting a torch module that takes (B, S, S, 3) uint8 images to ONNX, the one way every ONNX file here is made,
+and opening one in onnxruntime, the one way every ONNX file here is run."""
 from __future__ import annotations
 
 import contextlib
@@ -19,3 +20,15 @@ def export_onnx(module, path: Path, input_size: int, output_names: tuple[str, ..
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["input"], output_names=list(output_names),
                           dynamic_axes=axes, opset_version=opset, dynamo=False)
+
+
+def open_session(path: Path, threads: int | None = None, cuda: bool = False):
+    """An onnxruntime session: ``threads`` intra-op threads (None: onnxruntime's own choice) and one inter-op thread,
+    on the CPU, or on CUDA first when ``cuda`` and this onnxruntime build has it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    providers = [p for p in ("CUDAExecutionProvider",) if cuda and p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), options, providers=providers + ["CPUExecutionProvider"])

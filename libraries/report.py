@@ -138,7 +138,7 @@ def _belongs(paths: DatasetPaths, plot: Path, metrics: dict) -> bool:
     return True
 
 
-def step_times(seconds: dict | None, classifier: str) -> str:
+def format_step_times(seconds: dict | None, classifier: str) -> str:
     """'1 split 2.1 s · 2 refinement 18 min 07 s · …': how long each script took to make the artifact this
     evaluation used (the SVM's only when there is one)."""
     names = {"split": "1 split", "model": "2 refinement" if classifier != "svm" else "2 network (fixed)",
@@ -166,7 +166,7 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
                ("images: train / validation / test", " / ".join(
                    "none" if k == "validation" and counts.get(k) == 0 else str(counts.get(k, "n/a"))
                    for k in ("train", "validation", "test")) if counts else str(metrics["num_test_images"])),
-               ("time per step", step_times(run.get("step_seconds"), metrics["classifier"])),
+               ("time per step", format_step_times(run.get("step_seconds"), metrics["classifier"])),
                ("overall accuracy", _pct(metrics["overall_accuracy"])),
                ("class-averaged accuracy", _pct(metrics["class_averaged_accuracy"])),
                ("macro AUC", _pct(metrics["macro_auc"])), ("micro AUC", _pct(metrics["micro_auc"]))]

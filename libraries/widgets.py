@@ -13,7 +13,7 @@ from PIL import Image
 
 from . import annotate, results
 from .artifacts import load_csv, load_json
-from .images import thumbnail_jpeg
+from .images import jpeg_thumbnail, thumbnail_jpeg
 from .layout import DatasetPaths
 
 
@@ -200,7 +200,7 @@ class ResultBrowser:
             from . import explain
 
             image = explain.overlays(self.explainer, [self.images_dir / row["path"]], [self.labels.index(row["predicted"])])[0]
-            self.image.value = explain.jpeg(image, self.size)
+            self.image.value = jpeg_thumbnail(image, self.size)
         else:
             self.image.value = thumbnail_bytes(self.images_dir / row["path"], self.size)
         verdict = "correct" if row["correct"] else "<span style='color:#b00020'>wrong</span>"

@@ -16,6 +16,7 @@ from libraries import (evaluation, explain, export, featurize, layout, model_io,
                        scoring, settings)
 from libraries.artifacts import load_json, save_csv, save_figure
 from libraries.errors import DatasetError
+from libraries.images import jpeg_thumbnail
 from libraries.tracking import Tracker, flatten_numbers
 
 
@@ -54,7 +55,7 @@ def main():
     explainer = explain.Explainer.from_paths(paths, params)
     maps = explain.overlays(explainer, [paths.images / r["path"] for r in mistakes],
                             [labels.index(r["predicted"]) for r in mistakes])
-    report.write(paths, cams={r["path"]: explain.jpeg(m) for r, m in zip(mistakes, maps)})
+    report.write(paths, cams={r["path"]: jpeg_thumbnail(m) for r, m in zip(mistakes, maps)})
     print(f"wrote {paths.metrics}, {paths.test_scores}, {paths.test_predictions}, {paths.roc_plot}, {paths.confusion_plot} "
           f"and {paths.report}")
 

@@ -94,6 +94,7 @@ benchmark: $(STAMP) tcmalloc
 	$(RUN) benchmarks/refine.py
 	$(RUN) benchmarks/backbones.py
 	$(RUN) benchmarks/ray_featurize.py
+	$(RUN) benchmarks/feature_cache.py
 	$(RUN) benchmarks/service.py
 
 clean:

@@ -113,16 +113,29 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def safe_digest(path: str | Path) -> str:
+    """``file_digest``, or '' for a file that cannot be read (whoever reads it next reports why)."""
+    try:
+        return file_digest(path)
+    except OSError:
+        return ""
+
+
 def text_digest(obj) -> str:
     """Stable digest of a JSON-able object, e.g. the parameters that an artifact depends on."""
     return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
 def content_digest(**arrays: np.ndarray) -> str:
-    """A digest of named arrays' contents (an .npz file's own bytes also hold write times)."""
+    """A digest of named arrays' contents (an .npz file's own bytes also hold write times), read in blocks of 64 MB."""
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        h.update(name.encode() + str(array.dtype).encode() + str(array.shape).encode())
-        h.update(array.tobytes())
+        array = arrays[name]  # an array, or anything with its shape and dtype that slices into arrays, read in blocks
+        h.update(name.encode() + str(np.dtype(array.dtype)).encode() + str(tuple(array.shape)).encode())
+        if len(array.shape) == 0:
+            h.update(np.ascontiguousarray(array).tobytes())
+            continue
+        step = max(1, (64 << 20) // max(1, np.dtype(array.dtype).itemsize * int(np.prod(array.shape[1:]))))
+        for start in range(0, len(array), step):
+            h.update(np.ascontiguousarray(array[start:start + step]).tobytes())
     return h.hexdigest()

@@ -4,7 +4,8 @@ Images stream through in batches: threads decode and preprocess the next batches
 current one. The engine is chosen by measurement (DESIGN.md section 7): on a GPU, torch with CUDA and mixed
 precision; on the CPU, onnxruntime on the same network exported to ONNX (about 2x torch eager there), with
 torch as the fallback. A cache keyed on the image's content and the model/preprocessing key makes a rerun
-after adding 10 images featurize only those 10.
+after adding 10 images featurize only those 10; it is a folder of parts that are appended to and never rewritten,
+and it is read by memory map, so that its size costs the process 32 bytes of digest per vector, not the vector.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import atomic_path, content_digest, file_digest, load_json, load_npz, save_json, save_npz
+from .artifacts import atomic_path, content_digest, file_digest, load_json, load_npz, safe_digest, save_json, save_npz
 from .errors import BadParameter, MissingArtifact, StaleArtifact
 from .images import ImageError
 from .layout import SCRIPTS
@@ -119,14 +120,14 @@ def save_features(path: Path, features: np.ndarray, image_paths: list[str], labe
     (columns ``row``, ``vector``) and ``features.npz`` names each shard with its digest; the content digest is the
     same either way. New shards get new names, and the old ones are deleted only after ``features.npz`` names the
     new: a crash never leaves it naming a half-written shard."""
-    arrays = {"features": np.asarray(features, np.float32), "paths": np.array(image_paths, dtype=str),
+    arrays = {"features": features if isinstance(features, CachedRows) else np.asarray(features, np.float32), "paths": np.array(image_paths, dtype=str),
               "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
     meta = dict(feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),
                 content_digest=np.array(content_digest(**arrays)))
     old = list(Path(shard_dir).glob("*.parquet")) if shard_dir is not None and Path(shard_dir).is_dir() else []
     names = []
     if shard_above is None or len(arrays["features"]) <= shard_above:
-        save_npz(path, **arrays, **meta)
+        save_npz(path, **{**arrays, "features": np.asarray(arrays["features"])}, **meta)
     else:
         names = write_shards(Path(shard_dir), arrays.pop("features"), str(meta["content_digest"])[:8])
         save_npz(path, **arrays, **meta, shards=np.array(names, dtype=str),
@@ -215,23 +216,142 @@ def run_batches(engine: Callable, paths: list[Path], size: int, batch_size: int,
             in iter_batches(paths, lambda path: load_and_preprocess(path, size), batch_size, workers))
 
 
+UNREADABLE_FILE = "the file cannot be read"
+HASH_THREADS = 4  # files hashed at once on this machine (hashlib releases the GIL; the disk is the limit)
+
+
+def hash_files(paths: list[Path], progress: bool = True) -> np.ndarray:
+    """Every file's content digest (``safe_digest``) as 32 ASCII bytes, in threads, with a progress bar."""
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        digests = list(tqdm(pool.map(safe_digest, paths, chunksize=64), total=len(paths), desc="hashing", unit="img",
+                            disable=not progress or len(paths) < 500))
+    return np.array(digests, dtype="S32")
+
+
+
 class FeatureCache:
-    """Vectors keyed by image content digest, for one model/preprocessing key, in one .npz file."""
+    """Vectors keyed by image content digest, for one model/preprocessing key: a folder of parts, each a pair
+    ``part-NNNNN.vectors.npy`` / ``part-NNNNN.digests.npy`` written once and never rewritten.
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.vectors: dict[str, np.ndarray] = {}
-        if self.path.is_file():
+    New vectors wait in memory until ``flush`` appends them as a new part (the digests last: a part without its
+    digests is a crash's leftover, ignored). Opening a cache reads only the digests; the vectors are memory-mapped
+    and read when asked for, so a cache of millions of vectors costs its driver 32 bytes per vector. Many small parts
+    (one per flush and rerun) are merged into one when there are more than ``MAX_SMALL_PARTS``."""
+
+    MAX_SMALL_PARTS = 32
+    SMALL_PART_ROWS = 50_000
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._parts: list[tuple[str, np.ndarray]] = []  # (name, memory-mapped vectors)
+        self._pending: dict[bytes, np.ndarray] = {}
+        legacy = self.folder.with_suffix(".npz")  # one .npz per key, as versions before the parts wrote it
+        if legacy.is_file():
             try:
-                data = load_npz(self.path)
-                self.vectors = dict(zip(data["digests"].tolist(), data["vectors"]))
+                data = load_npz(legacy)
+                self.add(data["digests"].astype("S32"), data["vectors"])
+                self.flush()
             except Exception as err:  # a damaged cache is only a lost speed-up
-                warnings.warn(f"feature cache {self.path} is unreadable ({err}); featurizing from scratch")
+                warnings.warn(f"feature cache {legacy} is unreadable ({err}); featurizing from scratch")
+            legacy.unlink()
+        digests = []
+        for name in self._part_names():
+            try:
+                vectors = np.load(self.folder / f"{name}.vectors.npy", mmap_mode="r")
+                part = np.load(self.folder / f"{name}.digests.npy")
+                if len(part) != len(vectors):
+                    raise ValueError(f"{len(part)} digests for {len(vectors)} vectors")
+            except Exception as err:
+                warnings.warn(f"feature cache part {self.folder / name} is unreadable ({err}); its images are featurized again")
+                continue
+            self._parts.append((name, vectors))
+            digests.append(part)
+        self._index(digests)
 
-    def save(self) -> None:
-        if self.vectors:
-            digests = np.array(list(self.vectors))
-            save_npz(self.path, digests=digests, vectors=np.stack(list(self.vectors.values())).astype(np.float32))
+    def _part_names(self) -> list[str]:
+        return sorted(p.name[:-len(".digests.npy")] for p in self.folder.glob("part-*.digests.npy"))
+
+    def _index(self, digests: list[np.ndarray]) -> None:
+        """A sorted index over the parts' digests: (digest, part number, row)."""
+        keys = np.concatenate(digests) if digests else np.zeros(0, "S32")
+        part = np.concatenate([np.full(len(d), k, np.int32) for k, d in enumerate(digests)]) if digests else np.zeros(0, np.int32)
+        row = np.concatenate([np.arange(len(d)) for d in digests]) if digests else np.zeros(0, np.int64)
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._part, self._row = keys[order], part[order], row[order]
+
+    def _find(self, digests: np.ndarray) -> np.ndarray:
+        """Positions in the index of ``digests`` (-1 where absent)."""
+        at = np.searchsorted(self._keys, digests)
+        found = at < len(self._keys)
+        found[found] = self._keys[at[found]] == digests[found]
+        return np.where(found, at, -1)
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._pending)
+
+    def contains(self, digests: np.ndarray) -> np.ndarray:
+        digests = np.asarray(digests, "S32")
+        return (self._find(digests) >= 0) | np.array([d in self._pending for d in digests.tolist()], bool)
+
+    def add(self, digests: np.ndarray, vectors: np.ndarray) -> None:
+        for digest, vector in zip(np.asarray(digests, "S32").tolist(), vectors):
+            self._pending[digest] = np.asarray(vector, np.float32)
+
+    def get(self, digests: np.ndarray) -> np.ndarray:
+        """The vectors of ``digests`` (every one must be in the cache), read part by part."""
+        digests = np.asarray(digests, "S32")
+        at = self._find(digests)
+        if len(digests) == 0:
+            return np.zeros((0, self.width), np.float32)
+        out = np.empty((len(digests), self.width), np.float32)
+        stored = at >= 0
+        for number in np.unique(self._part[at[stored]]):
+            mine = np.flatnonzero(stored)[self._part[at[stored]] == number]
+            rows = self._row[at[mine]]
+            order = np.argsort(rows)  # in file order: a memory map reads fastest forwards
+            out[mine[order]] = self._parts[number][1][rows[order]]
+        for k in np.flatnonzero(~stored):
+            out[k] = self._pending[digests[k]]
+        return out
+
+    @property
+    def width(self) -> int:
+        if self._parts:
+            return self._parts[0][1].shape[1]
+        return len(next(iter(self._pending.values()))) if self._pending else 0
+
+    def flush(self) -> None:
+        """Append the pending vectors as a new part, then merge small parts if there are too many."""
+        if not self._pending:
+            return
+        names = self._part_names()
+        name = f"part-{int(names[-1][5:]) + 1 if names else 0:05d}"
+        digests = np.array(list(self._pending), dtype="S32")
+        self._write(name, digests, np.stack(list(self._pending.values())))
+        self._pending = {}
+        small = [n for n, v in self._parts if len(v) < self.SMALL_PART_ROWS]
+        if len(small) > self.MAX_SMALL_PARTS:
+            self._merge(small)
+
+    def _write(self, name: str, digests: np.ndarray, vectors: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for suffix, array in ((".vectors.npy", vectors.astype(np.float32)), (".digests.npy", digests)):
+            with atomic_path(self.folder / f"{name}{suffix}") as tmp, open(tmp, "wb") as f:
+                np.save(f, array)
+        self._parts.append((name, np.load(self.folder / f"{name}.vectors.npy", mmap_mode="r")))
+        self._index([np.load(self.folder / f"{n}.digests.npy") for n, _ in self._parts])
+
+    def _merge(self, names: list[str]) -> None:
+        """``names`` as one new part; the old ones are deleted after it is written (a crash leaves both: harmless)."""
+        keep = [(n, v) for n, v in self._parts if n not in names]
+        merged = [(n, v) for n, v in self._parts if n in names]
+        digests = np.concatenate([np.load(self.folder / f"{n}.digests.npy") for n, _ in merged])
+        vectors = np.concatenate([np.asarray(v) for _, v in merged])
+        self._parts = keep
+        self._write(f"part-{int(self._part_names()[-1][5:]) + 1:05d}", digests, vectors)
+        for name, _ in merged:
+            for suffix in (".digests.npy", ".vectors.npy"):  # the digests first: a part is never half there
+                (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], size: int, cache: FeatureCache,
@@ -240,29 +360,55 @@ def featurize(paths: list[Path], engine: Callable[[np.ndarray], np.ndarray], siz
     """Features of every path, from the cache where it holds them and from ``engine`` otherwise.
 
     Returns (features (N_ok, D) float32, indices into ``paths`` of those rows, [(path, reason)] of failures).
-    New vectors are added to ``cache`` and saved every ``save_every_s`` seconds and at the end, so an
-    interrupted run loses at most that much work.
+    The files are hashed where the engine works (in Ray tasks for ``on_ray.RayEngine``, in threads here otherwise).
+    New vectors are appended to ``cache`` every ``save_every_s`` seconds and at the end, so an interrupted run
+    loses at most that much work, and memory holds at most that many new vectors.
     """
-    digests = [file_digest(p) for p in tqdm(paths, desc="hashing", unit="img", disable=not progress or len(paths) < 500)]
-    todo = [i for i, d in enumerate(digests) if d not in cache.vectors]
-    failures = []
+    digests = engine.digests(paths, progress) if hasattr(engine, "digests") else hash_files(paths, progress)
+    unhashed = digests == b""
+    failures = [(paths[i], UNREADABLE_FILE) for i in np.flatnonzero(unhashed)]
+    todo = np.flatnonzero(~cache.contains(digests) & ~unhashed)
     last_save = time.monotonic()
-    if todo:
+    if len(todo):
         bar = tqdm(total=len(todo), desc=f"featurizing ({len(paths) - len(todo)} cached)", unit="img", disable=not progress)
         for indices, vectors, errors in run_batches(engine, [paths[i] for i in todo], size, batch_size, workers):
             failures += [(paths[todo[k]], reason) for k, reason in errors]
             if vectors is not None:
-                for k, vector in zip(indices, vectors):
-                    cache.vectors[digests[todo[k]]] = vector.astype(np.float32)
+                cache.add(digests[todo[indices]], vectors)
             bar.update(len(indices) + len(errors))
             if time.monotonic() - last_save > save_every_s:
-                cache.save()
+                cache.flush()
                 last_save = time.monotonic()
         bar.close()
-        cache.save()
+        cache.flush()
     elif progress:
         print(f"all {len(paths)} images were in the feature cache: nothing to featurize")
-    rows = [i for i, d in enumerate(digests) if d in cache.vectors]
-    if not rows:
-        return np.zeros((0, 0), np.float32), np.array([], int), failures
-    return np.stack([cache.vectors[digests[i]] for i in rows]).astype(np.float32), np.array(rows), failures
+    rows = np.flatnonzero(cache.contains(digests))
+    return CachedRows(cache, digests[rows]), rows, failures
+
+
+class CachedRows:
+    """The vectors of ``digests`` in a ``FeatureCache``, read when sliced (``np.asarray`` reads them all): what
+    ``featurize`` returns, so that writing a million vectors to Parquet shards never holds them all in memory."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, cache: FeatureCache, digests: np.ndarray):
+        self.cache, self.digests = cache, digests
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.digests), self.cache.width if len(self.digests) else 0
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self.cache.get(self.digests[key])
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.cache.get(self.digests)
+        return array if dtype is None else array.astype(dtype, copy=False)

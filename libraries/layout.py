@@ -73,8 +73,8 @@ class DatasetPaths:
     def sweep_log(self, number: int) -> Path:
         return self.sweep / f"point{number}.log"
 
-    def feature_cache_file(self, key: str) -> Path:
-        return self.feature_cache / f"{key}.npz"
+    def feature_cache_dir(self, key: str) -> Path:
+        return self.feature_cache / key
 
     def plots(self) -> list[tuple[Path, str]]:
         """The plots a report shows, with their titles, in order."""

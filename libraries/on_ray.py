@@ -80,6 +80,44 @@ def shutdown() -> None:
     ray.shutdown()
 
 
+def _path_dataset(paths: list[Path], batch_size: int):
+    """A Ray dataset of (position, path), in up to 200 blocks of at least ``batch_size`` rows, built as Arrow tables
+    (no Python object per row)."""
+    import pyarrow as pa
+    import ray
+
+    blocks = max(1, min(len(paths) // max(1, batch_size), 200))
+    bounds = np.linspace(0, len(paths), blocks + 1).astype(int)
+    return ray.data.from_arrow([pa.table({"position": pa.array(np.arange(a, b, dtype=np.int64)),
+                                          "path": pa.array([str(p) for p in paths[a:b]], pa.string())})
+                                for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def _hash(batch: dict) -> dict:
+    """A Ray task: the content digest of each of the batch's files (``artifacts.safe_digest``)."""
+    from .artifacts import safe_digest
+
+    return {"position": batch["position"], "digest": np.array([safe_digest(p) for p in batch["path"]], dtype="S32")}
+
+
+def hash_files(paths: list[Path], progress: bool = True, batch_size: int = 256) -> np.ndarray:
+    """Every file's content digest (``artifacts.file_digest``, 32 ASCII bytes), computed in Ray tasks where the
+    files are: the driver receives 32 bytes per file, never the file."""
+    from tqdm.auto import tqdm
+
+    connect()
+    digests = np.zeros(len(paths), "S32")
+    if not paths:
+        return digests
+    ds = _path_dataset(paths, batch_size).map_batches(_hash, batch_size=batch_size, batch_format="numpy",
+                                                         num_cpus=DECODE_CPUS)
+    with tqdm(total=len(paths), desc="hashing on Ray", unit="img", disable=not progress or len(paths) < 500) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            digests[batch["position"]] = batch["digest"]
+            bar.update(len(batch["position"]))
+    return digests
+
+
 def _decode(batch: dict, size: int) -> dict:
     """A Ray task: the batch's files read and resized as the local path does; an unreadable one gets a black image
     and its reason."""
@@ -127,6 +165,9 @@ class RayEngine:
         where = os.environ.get("RAY_ADDRESS") or "a local Ray"
         self.name = f"Ray Data at {where} ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
 
+    def digests(self, paths: list[Path], progress: bool = True) -> np.ndarray:
+        return hash_files(paths, progress)
+
     def stream(self, paths: list[Path], size: int, batch_size: int):
         return map_images(paths, self.onnx_path, size, batch_size, self.workers)
 
@@ -143,9 +184,7 @@ def map_images(paths: list[Path], onnx_path: Path, size: int, batch_size: int = 
     workers = workers or max(1, gpus or int(cpus // 2))
     per_actor = max(0.5, (cpus - DECODE_CPUS) / workers) if not gpus else 1
     threads = max(1, round(cpus / workers)) if not gpus else 1  # onnxruntime's threads: the actor's share of the cores
-    ds = ray.data.from_items([{"position": k, "path": str(p)} for k, p in enumerate(paths)],
-                             override_num_blocks=max(1, min(len(paths) // batch_size, 200)))
-    ds = ds.map_batches(_decode, fn_kwargs={"size": size}, batch_size=batch_size, batch_format="numpy",
+    ds = _path_dataset(paths, batch_size).map_batches(_decode, fn_kwargs={"size": size}, batch_size=batch_size, batch_format="numpy",
                         num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_OnnxActor, fn_constructor_kwargs={"onnx_path": str(onnx_path), "threads": threads},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),

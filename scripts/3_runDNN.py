@@ -19,7 +19,7 @@ def main():
     meta = model_io.load_meta(paths.model_meta)
     rows = [(rel, label, "train") for rel, label in split["train"]] + [(rel, label, "test") for rel, label in split["test"]]
     key = model_io.feature_key(meta, P.run_tta)
-    cache = featurize.FeatureCache(paths.feature_cache_file(key))
+    cache = featurize.FeatureCache(paths.feature_cache_dir(key))
     engine = featurize.make_engine(paths.model_meta, paths.featurizer_onnx, paths.featurizer_meta, P.run_engine, P.run_tta)
 
     views = view_count(P.run_tta)

@@ -28,10 +28,10 @@ def test_cache_makes_a_rerun_featurize_only_new_images(tmp_path, extractor):
     make_dataset(tmp_path / "img", {"a": 6, "b": 6})
     paths = sorted((tmp_path / "img").rglob("*.jpg"))
     engine = CountingEngine(featurize.TorchEngine(extractor))
-    cache = featurize.FeatureCache(tmp_path / "cache.npz")
+    cache = featurize.FeatureCache(tmp_path / "cache")
     first, rows, failures = featurize.featurize(paths[:10], engine, SIZE, cache, batch_size=4, progress=False)
     assert first.shape == (10, 1280) and engine.images == 10 and not failures
-    cache = featurize.FeatureCache(tmp_path / "cache.npz")  # as a new run would
+    cache = featurize.FeatureCache(tmp_path / "cache")  # as a new run would
     second, rows, _ = featurize.featurize(paths, engine, SIZE, cache, batch_size=4, progress=False)
     assert engine.images == 12  # only the 2 new images
     np.testing.assert_allclose(second[:10], first, atol=1e-5)
@@ -42,7 +42,7 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path, extractor):
     make_dataset(tmp_path, {"a": 3})
     (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
     paths = sorted((tmp_path / "a").iterdir())
-    cache = featurize.FeatureCache(tmp_path / "cache.npz")
+    cache = featurize.FeatureCache(tmp_path / "cache")
     features, rows, failures = featurize.featurize(paths, featurize.TorchEngine(extractor), SIZE, cache, batch_size=2, progress=False)
     assert features.shape[0] == 3
     assert [p.name for p, _ in failures] == ["broken.jpg"]
@@ -169,10 +169,10 @@ def test_an_interrupted_featurization_keeps_finished_batches(tmp_path, extractor
         return torch_engine(batch)
 
     with pytest.raises(KeyboardInterrupt):
-        featurize.featurize(paths, dies_on_third_batch, SIZE, featurize.FeatureCache(tmp_path / "c.npz"), batch_size=2,
+        featurize.featurize(paths, dies_on_third_batch, SIZE, featurize.FeatureCache(tmp_path / "c"), batch_size=2,
                             save_every_s=0, progress=False)
     engine = CountingEngine(torch_engine)
-    features, rows, _ = featurize.featurize(paths, engine, SIZE, featurize.FeatureCache(tmp_path / "c.npz"), batch_size=2,
+    features, rows, _ = featurize.featurize(paths, engine, SIZE, featurize.FeatureCache(tmp_path / "c"), batch_size=2,
                                             progress=False)
     assert engine.images == 6  # the two finished batches (4 images) were kept on disk
     assert features.shape == (10, 1280)
@@ -213,3 +213,85 @@ def test_large_features_go_to_parquet_shards_that_read_back_the_same(tmp_path, m
     victim.unlink()
     with pytest.raises(MissingArtifact, match="does not exist, but sharded.npz names it"):
         featurize.load_features(tmp_path / "sharded.npz", shards)
+
+
+def test_feature_cache_appends_parts_and_never_rewrites_them(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    digests = np.array([f"{i:032x}" for i in range(40)], dtype="S32")
+    vectors = rng.normal(size=(40, 6)).astype(np.float32)
+    cache = featurize.FeatureCache(tmp_path / "c")
+    cache.add(digests[:10], vectors[:10])
+    assert not (tmp_path / "c").exists()  # nothing on disk before a flush
+    cache.flush()
+    first = tmp_path / "c" / "part-00000.vectors.npy"
+    written = first.stat()
+    cache.add(digests[10:25], vectors[10:25])
+    cache.flush()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "part-00000.digests.npy", "part-00000.vectors.npy", "part-00001.digests.npy", "part-00001.vectors.npy"]
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # appended, not rewritten
+
+    reopened = featurize.FeatureCache(tmp_path / "c")  # as the next run opens it: the digests read, the vectors mapped
+    assert len(reopened) == 25 and all(isinstance(v, np.memmap) for _, v in reopened._parts)
+    known = reopened.contains(digests)
+    assert known[:25].all() and not known[25:].any()
+    order = rng.permutation(25)
+    np.testing.assert_array_equal(reopened.get(digests[order]), vectors[order])
+    reopened.add(digests[25:26], vectors[25:26])  # pending vectors are found before they are flushed
+    np.testing.assert_array_equal(reopened.get(digests[[25, 3]]), vectors[[25, 3]])
+
+    # a crash between a part's two files leaves vectors without digests: ignored, never half-read
+    (tmp_path / "c" / "part-00002.vectors.npy").write_bytes(b"half-written")
+    assert len(featurize.FeatureCache(tmp_path / "c")) == 25
+
+    # many small parts (one per flush or rerun) are merged into one, the same vectors under the same digests
+    monkeypatch.setattr(featurize.FeatureCache, "MAX_SMALL_PARTS", 2)
+    cache = featurize.FeatureCache(tmp_path / "c")
+    cache.add(digests[25:40], vectors[25:40])
+    cache.flush()
+    parts = sorted(p.name for p in (tmp_path / "c").glob("part-*.digests.npy"))
+    assert len(parts) == 1
+    np.testing.assert_array_equal(featurize.FeatureCache(tmp_path / "c").get(digests), vectors)
+
+
+def test_a_cache_of_the_single_file_kind_is_taken_over(tmp_path):
+    from libraries.artifacts import save_npz
+
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_npz(tmp_path / "key.npz", digests=np.array(["a" * 32, "b" * 32, "c" * 32]), vectors=vectors)
+    cache = featurize.FeatureCache(tmp_path / "key")
+    assert not (tmp_path / "key.npz").exists() and (tmp_path / "key" / "part-00000.digests.npy").is_file()
+    np.testing.assert_array_equal(cache.get(np.array([b"c" * 32, b"a" * 32])), vectors[[2, 0]])
+
+
+def test_features_read_from_the_cache_in_blocks_give_the_same_artifact(tmp_path, monkeypatch):
+    """``featurize`` returns rows that are read from the cache when sliced: Parquet shards are written one block at a
+    time, and the artifact (its content digest, its vectors) is the one an array in memory gives."""
+    from libraries.artifacts import content_digest
+    from libraries.provenance import identity
+
+    monkeypatch.setattr(featurize, "SHARD_ROWS", 4)
+    vectors = np.random.default_rng(1).normal(size=(10, 5)).astype(np.float32)
+    digests = np.array([f"{i:032x}" for i in range(10)], dtype="S32")
+    cache = featurize.FeatureCache(tmp_path / "c")
+    cache.add(digests, vectors)
+    cache.flush()
+    rows = featurize.CachedRows(featurize.FeatureCache(tmp_path / "c"), digests[::-1])
+    assert rows.shape == (10, 5) and len(rows) == 10
+    np.testing.assert_array_equal(rows[2:5], vectors[::-1][2:5])
+    assert content_digest(features=rows) == content_digest(features=vectors[::-1].copy())
+    meta = dict(image_paths=[f"{i}.jpg" for i in range(10)], labels=[0] * 10, subset=["train"] * 10,
+                feature_key="k", provenance={})
+    featurize.save_features(tmp_path / "lazy.npz", rows, **meta, shard_dir=tmp_path / "s", shard_above=5)
+    featurize.save_features(tmp_path / "plain.npz", vectors[::-1].copy(), **meta)
+    assert identity(tmp_path / "lazy.npz") == identity(tmp_path / "plain.npz")
+    np.testing.assert_array_equal(featurize.load_features(tmp_path / "lazy.npz", tmp_path / "s")["features"], vectors[::-1])
+
+
+def test_a_file_that_cannot_be_read_is_reported_and_the_run_goes_on(tmp_path, extractor):
+    make_dataset(tmp_path, {"a": 3})
+    paths = sorted((tmp_path / "a").iterdir()) + [tmp_path / "a" / "gone.jpg"]  # listed, then deleted
+    features, rows, failures = featurize.featurize(paths, featurize.TorchEngine(extractor), SIZE,
+                                                   featurize.FeatureCache(tmp_path / "cache"), batch_size=2, progress=False)
+    assert features.shape == (3, 1280) and list(rows) == [0, 1, 2]
+    assert failures == [(paths[3], featurize.UNREADABLE_FILE)]

@@ -1,5 +1,7 @@
 """Featurizing and predicting on Ray Data give what the local path gives: on a local 2-CPU Ray cluster that the test
 starts, which the scripts join through RAY_ADDRESS as they would a real cluster's."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -34,8 +36,7 @@ def test_ray_features_equal_the_local_ones_and_a_rerun_featurizes_only_new_image
     skipped = next(line for line in result.stdout.splitlines() if line.startswith("skipped unreadable image"))
     assert str(broken) in skipped
     local = dict(np.load(proc / "features.npz"))
-    for cached in (proc / "feature_cache").iterdir():
-        cached.unlink()  # the Ray run computes every vector afresh
+    shutil.rmtree(proc / "feature_cache")  # the Ray run computes every vector afresh
 
     ray_env = {"RAY_ADDRESS": cluster}
     result = run_script("3_runDNN.py", tmp_path, *FAST, "run_engine='ray'", env_extra=ray_env)
@@ -70,3 +71,31 @@ def test_predict_on_ray_writes_the_local_csv(cluster, tmp_path):
                      env_extra={"RAY_ADDRESS": cluster}).stdout
     assert "predicted 6 image(s)" in out and "2 unreadable" in out
     assert load_csv(tmp_path / "ray.csv") == load_csv(tmp_path / "local.csv")
+
+
+@pytest.mark.slow
+def test_files_are_hashed_in_ray_tasks_not_by_the_driver(cluster, tmp_path, monkeypatch):
+    """The driver receives 32 bytes per image: with its own hashing made to fail, the Ray engine still finds every
+    digest (computed in Ray's worker processes), the features equal the local path's, and a rerun is all cached."""
+    from libraries import artifacts, featurize, onnx_export
+    from libraries.backbones import FeatureExtractor, build_classifier
+    from libraries.on_ray import RayEngine
+
+    make_dataset(tmp_path / "img", {"a": 5, "b": 5})
+    paths = sorted((tmp_path / "img").rglob("*.jpg"))
+    onnx_export.export_onnx(FeatureExtractor(build_classifier("efficientnet_lite0", 2, 64).eval()), tmp_path / "f.onnx", 64)
+    local, _, _ = featurize.featurize(paths, featurize.OnnxEngine(tmp_path / "f.onnx"), 64,
+                                      featurize.FeatureCache(tmp_path / "local"), batch_size=4, progress=False)
+    local_digests = featurize.hash_files(paths, progress=False)
+
+    def driver_must_not_read(path, *args):
+        raise AssertionError(f"the driver read {path}")
+
+    monkeypatch.setattr(artifacts, "file_digest", driver_must_not_read)
+    monkeypatch.setattr(featurize, "safe_digest", driver_must_not_read)
+    engine = RayEngine(tmp_path / "f.onnx")
+    assert np.array_equal(engine.digests(paths, progress=False), local_digests)
+    on_ray, rows, failures = featurize.featurize(paths, engine, 64, featurize.FeatureCache(tmp_path / "ray"), batch_size=4,
+                                                 progress=False)
+    assert list(rows) == list(range(10)) and not failures
+    assert np.abs(np.asarray(on_ray) - np.asarray(local)).max() < 1e-5

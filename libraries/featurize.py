@@ -244,6 +244,8 @@ class FeatureCache:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._parts: list[tuple[str, np.ndarray]] = []  # (name, memory-mapped vectors)
+        self._digests: list[np.ndarray] = []  # each part's digests, in memory (32 bytes a vector)
+        self._keys = None  # the sorted index over them (``_index``)
         self._pending: dict[bytes, np.ndarray] = {}
         legacy = self.folder.with_suffix(".npz")  # one .npz per key, as versions before the parts wrote it
         if legacy.is_file():
@@ -254,7 +256,7 @@ class FeatureCache:
             except Exception as err:  # a damaged cache is only a lost speed-up
                 warnings.warn(f"feature cache {legacy} is unreadable ({err}); featurizing from scratch")
             legacy.unlink()
-        digests = []
+        self._parts, self._digests = [], []
         for name in self._part_names():
             try:
                 vectors = np.load(self.folder / f"{name}.vectors.npy", mmap_mode="r")
@@ -265,14 +267,14 @@ class FeatureCache:
                 warnings.warn(f"feature cache part {self.folder / name} is unreadable ({err}); its images are featurized again")
                 continue
             self._parts.append((name, vectors))
-            digests.append(part)
-        self._index(digests)
+            self._digests.append(part)
 
     def _part_names(self) -> list[str]:
         return sorted(p.name[:-len(".digests.npy")] for p in self.folder.glob("part-*.digests.npy"))
 
-    def _index(self, digests: list[np.ndarray]) -> None:
+    def _index(self) -> None:
         """A sorted index over the parts' digests: (digest, part number, row)."""
+        digests = self._digests
         keys = np.concatenate(digests) if digests else np.zeros(0, "S32")
         part = np.concatenate([np.full(len(d), k, np.int32) for k, d in enumerate(digests)]) if digests else np.zeros(0, np.int32)
         row = np.concatenate([np.arange(len(d)) for d in digests]) if digests else np.zeros(0, np.int64)
@@ -281,17 +283,22 @@ class FeatureCache:
 
     def _find(self, digests: np.ndarray) -> np.ndarray:
         """Positions in the index of ``digests`` (-1 where absent)."""
+        if self._keys is None:
+            self._index()
         at = np.searchsorted(self._keys, digests)
         found = at < len(self._keys)
         found[found] = self._keys[at[found]] == digests[found]
         return np.where(found, at, -1)
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._pending)
+        return sum(len(d) for d in self._digests) + len(self._pending)
 
     def contains(self, digests: np.ndarray) -> np.ndarray:
         digests = np.asarray(digests, "S32")
-        return (self._find(digests) >= 0) | np.array([d in self._pending for d in digests.tolist()], bool)
+        found = self._find(digests) >= 0
+        if self._pending:
+            found |= np.array([d in self._pending for d in digests.tolist()], bool)
+        return found
 
     def add(self, digests: np.ndarray, vectors: np.ndarray) -> None:
         for digest, vector in zip(np.asarray(digests, "S32").tolist(), vectors):
@@ -324,31 +331,42 @@ class FeatureCache:
         """Append the pending vectors as a new part, then merge small parts if there are too many."""
         if not self._pending:
             return
-        names = self._part_names()
-        name = f"part-{int(names[-1][5:]) + 1 if names else 0:05d}"
         digests = np.array(list(self._pending), dtype="S32")
-        self._write(name, digests, np.stack(list(self._pending.values())))
+        self._write(self._next_name(), digests, [np.stack(list(self._pending.values()))])
         self._pending = {}
         small = [n for n, v in self._parts if len(v) < self.SMALL_PART_ROWS]
         if len(small) > self.MAX_SMALL_PARTS:
             self._merge(small)
 
-    def _write(self, name: str, digests: np.ndarray, vectors: np.ndarray) -> None:
+    def _next_name(self) -> str:
+        names = self._part_names()
+        return f"part-{int(names[-1][5:]) + 1 if names else 0:05d}"
+
+    def _write(self, name: str, digests: np.ndarray, blocks: list[np.ndarray]) -> None:
+        """A new part of ``digests`` and the vectors of ``blocks``, copied one block at a time into the file."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        for suffix, array in ((".vectors.npy", vectors.astype(np.float32)), (".digests.npy", digests)):
-            with atomic_path(self.folder / f"{name}{suffix}") as tmp, open(tmp, "wb") as f:
-                np.save(f, array)
+        with atomic_path(self.folder / f"{name}.vectors.npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(digests), blocks[0].shape[1]))
+            at = 0
+            for block in blocks:
+                out[at:at + len(block)] = block
+                at += len(block)
+            out.flush()
+            del out
+        with atomic_path(self.folder / f"{name}.digests.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, digests)
         self._parts.append((name, np.load(self.folder / f"{name}.vectors.npy", mmap_mode="r")))
-        self._index([np.load(self.folder / f"{n}.digests.npy") for n, _ in self._parts])
+        self._digests.append(digests)
+        self._keys = None  # the index is rebuilt when next asked (once at the end of a run, not at every flush)
 
     def _merge(self, names: list[str]) -> None:
         """``names`` as one new part; the old ones are deleted after it is written (a crash leaves both: harmless)."""
-        keep = [(n, v) for n, v in self._parts if n not in names]
-        merged = [(n, v) for n, v in self._parts if n in names]
-        digests = np.concatenate([np.load(self.folder / f"{n}.digests.npy") for n, _ in merged])
-        vectors = np.concatenate([np.asarray(v) for _, v in merged])
-        self._parts = keep
-        self._write(f"part-{int(self._part_names()[-1][5:]) + 1:05d}", digests, vectors)
+        chosen = [k for k, (n, _) in enumerate(self._parts) if n in names]
+        merged = [self._parts[k] for k in chosen]
+        digests = np.concatenate([self._digests[k] for k in chosen])
+        self._parts = [p for k, p in enumerate(self._parts) if k not in chosen]
+        self._digests = [d for k, d in enumerate(self._digests) if k not in chosen]
+        self._write(self._next_name(), digests, [v for _, v in merged])
         for name, _ in merged:
             for suffix in (".digests.npy", ".vectors.npy"):  # the digests first: a part is never half there
                 (self.folder / f"{name}{suffix}").unlink(missing_ok=True)

@@ -13,8 +13,12 @@ Python environment (``make venv``, or ``pip install -r requirements.txt && pip i
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -29,6 +33,13 @@ DECODE_CPUS = 0.5  # each decoding task's share of a CPU: decoding streams besid
 def connect(num_cpus: int | None = None) -> dict:
     """Join the cluster at ``RAY_ADDRESS``, or start a local one (with ``num_cpus``, default all cores); return the
     cluster's resources ({'CPU': 2.0, ...})."""
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    if "ray" not in sys.modules:  # Ray reads this when it is imported, never after
+        token = (Path.home() / ".ray" / "auth_token").is_file() or os.environ.get("RAY_AUTH_TOKEN") \
+            or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        if address != "local" and token:
+            # a head started with `ray start` where a token exists checks it, and a client sends it only when told
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
@@ -37,26 +48,50 @@ def connect(num_cpus: int | None = None) -> dict:
     if not ray.is_initialized():
         # Ray Data's actors log a C++ "error" on every run about their constructor arguments (ray issue 53727), a
         # false alarm; its Python exceptions still reach the user. RAY_BACKEND_LOG_LEVEL=info shows it all again.
+        # (Set after the import: before it, the driver itself logs that it was set.)
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        address = os.environ.get("RAY_ADDRESS") or "local"
         if address != "local":
             check_reachable(address)
-            if (Path.home() / ".ray" / "auth_token").is_file():
-                # a head started with `ray start` where Ray has run before checks this token, which a client sends
-                # only when told to
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
         try:
-            ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
+            with native_stderr_without(RAY_NOISE):
+                ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
         except ConnectionError as err:
             raise UserError(f"could not join the Ray cluster at RAY_ADDRESS={address} ({err}): check it with "
-                            f".venv/bin/ray status, or unset RAY_ADDRESS to start a local one") from None
+                            f".venv/bin/ray status; if the head said 'Token authentication is enabled', this machine "
+                            f"needs its token (copy the head's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN); or "
+                            f"unset RAY_ADDRESS to start a local Ray") from None
         with warnings.catch_warnings():  # Ray 2.60's own DataContext warns about its own deprecated fields
             warnings.simplefilter("ignore", DeprecationWarning)
             context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress bar counts the images
     return ray.cluster_resources()
+
+
+# what Ray's C++ core prints to the console while it starts, and the message on failure says better: that it took
+# its log level from RAY_BACKEND_LOG_LEVEL (set above), and each retry against a head that wants a token
+RAY_NOISE = re.compile(r"logging\.cc:\d+: Set ray log level|gcs_client\.cc:\d+: Failed to get cluster ID .*InvalidAuthToken")
+
+
+@contextlib.contextmanager
+def native_stderr_without(noise: re.Pattern):
+    """Hold back what is written to file descriptor 2 (C++ code writes there directly, past ``sys.stderr``) while
+    the block runs, then write it out but for the lines that ``noise`` matches."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines() if not noise.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

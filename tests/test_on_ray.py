@@ -15,13 +15,16 @@ FAST = ["datasetName=toy", "rf_inputResolution=64", "svm_CVals=[0.01,1,100]", "r
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A local Ray cluster with 2 CPUs; its address is what RAY_ADDRESS names for the scripts."""
+def cluster(tmp_path_factory):
+    """A local Ray cluster with 2 CPUs; its address is what RAY_ADDRESS names for the scripts. HOME is a folder of
+    the test's own while it runs: Ray writes its token to ~/.ray/auth_token, and the scripts look for it there."""
     from libraries import on_ray
 
-    on_ray.connect(num_cpus=2)
-    yield ray.get_runtime_context().gcs_address
-    on_ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        on_ray.connect(num_cpus=2)
+        yield ray.get_runtime_context().gcs_address
+        on_ray.shutdown()
 
 
 @pytest.mark.slow

@@ -22,17 +22,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .settings import first_process, process_rank
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
+rank = process_rank  # which process this is (settings owns reading torchrun's RANK)
+is_main = first_process
 
 
 def is_distributed() -> bool:

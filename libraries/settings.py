@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import os
 import time
 import types
 import typing
@@ -159,7 +160,7 @@ def parse(module: types.ModuleType, argv: list[str] | None = None, description: 
     try:
         params = load(module, args.set, backbone_names)
     except UserError as err:
-        parser.exit(2, f"error: {err}\n")
+        parser.exit(2, f"error: {err}\n" if first_process() else None)
     if args.print_params:
         print(describe(params, args.set), end="")
         parser.exit(0)
@@ -190,6 +191,17 @@ def seconds_so_far() -> float:
     return time.perf_counter() - _started
 
 
+def process_rank() -> int:
+    """Which of torchrun's processes this is (``RANK``; 0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def first_process() -> bool:
+    """False in the 2nd, 3rd, ... process that torchrun starts: they meet the same parameters and files as the
+    first, so only the first says what is wrong (and prints), and torchrun's summary lists every exit code."""
+    return process_rank() == 0
+
+
 def run(main) -> None:
     """Run a script's ``main()`` and end with its elapsed time; a ``UserError`` ends it with one line on stderr and
     exit code 1, while any other exception is a bug and keeps its traceback."""
@@ -201,7 +213,8 @@ def run(main) -> None:
         main()
         print(f"done in {elapsed(seconds_so_far())}")
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if first_process():
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: finished artifacts are kept; run the script again to continue", file=sys.stderr)

@@ -50,6 +50,12 @@ def test_torchrun_refines_resumes_and_matches_one_process(tmp_path):
     env = {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     proc = tmp_path / "proc" / "toy"
 
+    # a misspelt parameter: each process stops before any work, and only the first says why
+    typo = subprocess.run(torchrun(*sets, "clasifier=dnn"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert typo.returncode != 0
+    errors = [line for line in typo.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --set 'clasifier=dnn': 'clasifier' is not a parameter of PARAMETERS.py. Did you mean 'classifier'?"]
+
     # one epoch: one model, written by the first process, logged once
     done = subprocess.run(torchrun(*sets, "rf_maxEpochs=1", "rf_mbSize=4"), cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)

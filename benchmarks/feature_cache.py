@@ -5,7 +5,7 @@ A cache of ``--vectors`` synthetic 1280-d vectors is written as ``featurize.Feat
 this project had before (read whole at the start of a run, rewritten whole at every save). For each, measured in
 a fresh process so that memory is its own:
   open    seconds and resident memory added to open the cache, as script 3 does before featurizing;
-  lookup  seconds to find which of all the digests are cached (every one is);
+  lookup  seconds to find which of all the digests are cached (every one is), and the memory added by then;
   save    seconds to save one minute's worth of new vectors (``--new``, default 60 s at 1,764 img/s on a GPU).
 Ratios are parts over single file.
     python benchmarks/feature_cache.py [--vectors 1000000] [--part 100000] [--new 105840] [--dir /tmp]
@@ -71,6 +71,7 @@ def measure(kind: str, folder: Path, n: int, new: int) -> dict:
     start = time.perf_counter()
     found = cache.contains(queries) if kind == "parts" else np.array([d in cache for d in queries.astype(str).tolist()])
     looked = time.perf_counter() - start
+    indexed = rss_mb() - before
     assert found.all()
     start = time.perf_counter()
     if kind == "parts":
@@ -80,7 +81,7 @@ def measure(kind: str, folder: Path, n: int, new: int) -> dict:
         cache.update(zip(fresh.astype(str).tolist(), added))
         save_npz(folder / "single.npz", digests=np.array(list(cache)), vectors=np.stack(list(cache.values())))
     saved = time.perf_counter() - start
-    return {"open_s": opened, "open_mb": grown, "lookup_s": looked, "save_s": saved}
+    return {"open_s": opened, "open_mb": grown, "lookup_s": looked, "lookup_mb": indexed, "save_s": saved}
 
 
 def main():
@@ -108,6 +109,7 @@ def main():
             results[kind] = json.loads(out.splitlines()[-1])
     print(f"{'':28}{'single file':>14}{'parts':>14}{'ratio':>10}")
     for key, label in (("open_s", "open (s)"), ("open_mb", "memory to open (MB)"), ("lookup_s", "look up all (s)"),
+                       ("lookup_mb", "memory after looking up (MB)"),
                        ("save_s", "save a minute's worth (s)")):
         a, b = results["single"][key], results["parts"][key]
         print(f"{label:28}{a:14.2f}{b:14.2f}{b / a if a else float('nan'):9.3f}x")

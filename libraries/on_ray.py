@@ -116,16 +116,12 @@ def shutdown() -> None:
 
 
 def _path_dataset(paths: list[Path], batch_size: int):
-    """A Ray dataset of (position, path), in up to 200 blocks of at least ``batch_size`` rows, built as Arrow tables
-    (no Python object per row)."""
-    import pyarrow as pa
+    """A Ray dataset of (position, path), in up to 200 blocks of about ``batch_size`` rows. (``from_items``: measured
+    faster here than Arrow tables built in the driver, 77-81 against 61-69 img/s on 600 images.)"""
     import ray
 
-    blocks = max(1, min(len(paths) // max(1, batch_size), 200))
-    bounds = np.linspace(0, len(paths), blocks + 1).astype(int)
-    return ray.data.from_arrow([pa.table({"position": pa.array(np.arange(a, b, dtype=np.int64)),
-                                          "path": pa.array([str(p) for p in paths[a:b]], pa.string())})
-                                for a, b in zip(bounds[:-1], bounds[1:])])
+    return ray.data.from_items([{"position": k, "path": str(p)} for k, p in enumerate(paths)],
+                               override_num_blocks=max(1, min(len(paths) // max(1, batch_size), 200)))
 
 
 def _hash(batch: dict) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import UserError
 
+TOKEN_ADVICE = "needs its token (copy the head's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN)"
 DECODE_CPUS = 0.5  # each decoding task's share of a CPU: decoding streams beside the actors, never starved by them
 
 
@@ -56,11 +57,12 @@ def connect(num_cpus: int | None = None) -> dict:
             with native_stderr_without(RAY_NOISE):
                 ray.init(address=address, num_cpus=num_cpus if address == "local" else None, include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
-        except ConnectionError as err:
+        except ray.exceptions.AuthenticationError:  # how the refusal comes when the head answers in time
+            raise UserError(f"the Ray cluster at RAY_ADDRESS={address} refused this machine: it {TOKEN_ADVICE}") from None
+        except ConnectionError as err:  # how it comes when the retries run out first
             raise UserError(f"could not join the Ray cluster at RAY_ADDRESS={address} ({err}): check it with "
                             f".venv/bin/ray status; if the head said 'Token authentication is enabled', this machine "
-                            f"needs its token (copy the head's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN); or "
-                            f"unset RAY_ADDRESS to start a local Ray") from None
+                            f"{TOKEN_ADVICE}; or unset RAY_ADDRESS to start a local Ray") from None
         with warnings.catch_warnings():  # Ray 2.60's own DataContext warns about its own deprecated fields
             warnings.simplefilter("ignore", DeprecationWarning)
             context = ray.data.DataContext.get_current()

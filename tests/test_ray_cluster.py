@@ -62,3 +62,25 @@ def test_scripts_join_a_head_started_with_ray_start_and_its_token(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+
+
+def test_a_head_that_refuses_this_machine_is_one_sentence(monkeypatch):
+    """Ray reports a missing or wrong token as a ConnectionError once its retries run out (the test above), or as an
+    AuthenticationError when the head answers first, as it did under a loaded CI run: both end in the same advice."""
+    import ray
+
+    from libraries import on_ray
+    from libraries.errors import UserError
+
+    with socket.socket() as listener:  # something answers at the address, as a head would
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{listener.getsockname()[1]}")
+
+        def refuse(**kwargs):
+            raise ray.exceptions.AuthenticationError("Authentication token is missing or incorrect")
+
+        monkeypatch.setattr(ray, "init", refuse)
+        with pytest.raises(UserError, match="refused this machine: it needs its token") as refused:
+            on_ray.connect()
+    assert on_ray.TOKEN_ADVICE in str(refused.value)

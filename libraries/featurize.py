@@ -120,8 +120,8 @@ def save_features(path: Path, features: np.ndarray, image_paths: list[str], labe
     (columns ``row``, ``vector``) and ``features.npz`` names each shard with its digest; the content digest is the
     same either way. New shards get new names, and the old ones are deleted only after ``features.npz`` names the
     new: a crash never leaves it naming a half-written shard."""
-    arrays = {"features": features if isinstance(features, CachedRows) else np.asarray(features, np.float32), "paths": np.array(image_paths, dtype=str),
-              "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
+    arrays = {"features": features if isinstance(features, CachedRows) else np.asarray(features, np.float32),
+              "paths": np.array(image_paths, dtype=str), "labels": np.array(labels, dtype=np.int64), "subset": np.array(subset, dtype=str)}
     meta = dict(feature_key=np.array(feature_key), provenance=np.array(json.dumps(provenance)),
                 content_digest=np.array(content_digest(**arrays)))
     old = list(Path(shard_dir).glob("*.parquet")) if shard_dir is not None and Path(shard_dir).is_dir() else []
@@ -226,7 +226,6 @@ def hash_files(paths: list[Path], progress: bool = True) -> np.ndarray:
         digests = list(tqdm(pool.map(safe_digest, paths, chunksize=64), total=len(paths), desc="hashing", unit="img",
                             disable=not progress or len(paths) < 500))
     return np.array(digests, dtype="S32")
-
 
 
 class FeatureCache:

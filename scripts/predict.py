@@ -8,14 +8,13 @@ unreadable file gets a row with its error filled in and the rest empty, and is l
     .venv/bin/python scripts/predict.py PATH [PATH ...] --set datasetName=NAME [--out predictions.csv] [--json]
         [--model-dir DIR] [--cam DIR] [--engine ray]
 """
-import json
 from pathlib import Path
 
 import numpy as np
 
 import PARAMETERS
 from libraries import bundle, layout, predict, settings
-from libraries.artifacts import atomic_path, save_csv, save_parquet, save_png
+from libraries.artifacts import save_csv, save_json, save_parquet, save_png
 from libraries.errors import UserError
 
 
@@ -54,8 +53,7 @@ def main():
         print(f"warning: {message}")
     rows = predict.prediction_rows(files, probabilities, errors, model.labels)
     if kind == "json":
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(predict.with_nulls(rows), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        save_json(out, predict.with_nulls(rows))
     elif kind == "parquet":  # for outputs too big for a CSV
         save_parquet(out, predict.with_nulls(rows), predict.columns(model.labels))
     else:

@@ -113,6 +113,9 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+HASHING_BAR_FROM = 500  # hashing this many files or more shows a progress bar (locally and on Ray)
+
+
 def safe_digest(path: str | Path) -> str:
     """``file_digest``, or '' for a file that cannot be read (whoever reads it next reports why)."""
     try:

@@ -21,7 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import atomic_path, content_digest, file_digest, load_json, load_npz, safe_digest, save_json, save_npz
+from .artifacts import (HASHING_BAR_FROM, atomic_path, content_digest, file_digest, load_json, load_npz, safe_digest,
+                        save_json, save_npz)
 from .errors import BadParameter, MissingArtifact, StaleArtifact
 from .images import ImageError
 from .layout import SCRIPTS
@@ -224,7 +225,7 @@ def hash_files(paths: list[Path], progress: bool = True) -> np.ndarray:
     """Every file's content digest (``safe_digest``) as 32 ASCII bytes, in threads, with a progress bar."""
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         digests = list(tqdm(pool.map(safe_digest, paths, chunksize=64), total=len(paths), desc="hashing", unit="img",
-                            disable=not progress or len(paths) < 500))
+                            disable=not progress or len(paths) < HASHING_BAR_FROM))
     return np.array(digests, dtype="S32")
 
 

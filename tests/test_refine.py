@@ -186,3 +186,30 @@ def test_the_optimizer_is_chosen_by_name():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
     with pytest.raises(BadParameter, match="rf_optimizer"):
         refine.make_optimizer(config(optimizer="lbfgs"), params)
+
+
+def test_batch_norm_momentum_leaves_at_most_1_percent_of_imagenet_statistics():
+    assert refine.batch_norm_momentum(1060) == 0.01  # ELPV's 20 epochs of 53 steps: the weights' own, unchanged
+    assert refine.batch_norm_momentum(33) == pytest.approx(0.130, abs=1e-3)  # 3 epochs of 11 steps
+    for steps in (1, 12, 33, 160):  # from 459 steps on, 0.01 leaves less than 1%
+        assert (1 - refine.batch_norm_momentum(steps)) ** steps == pytest.approx(0.01)
+    assert refine.batch_norm_momentum(5000, pretrained=0.1) == 0.1  # a ResNet's own
+
+
+def test_batch_norm_statistics_follow_the_new_images_in_a_short_run(tmp_path):
+    """In a run of 12 steps, the running statistics that validation and use rely on end near the new images'
+    (0.20 of the distance left, the batches differing; at the weights' own momentum of 0.01: 0.89)."""
+    make_dataset(tmp_path / "img", {"h": 8, "v": 8}, size=64)
+    data = items(tmp_path / "img")
+    model = build_classifier("efficientnet_lite0", 2, SIZE)
+    bn = model.backbone.net._bn1  # the last convolution's batch norm: a trained block
+    pretrained = bn.running_mean.clone()
+    inputs = []
+    hook = bn.register_forward_hook(lambda module, args, out: inputs.append(args[0].mean(dim=(0, 2, 3)).detach()))
+    # a learning rate of 0 keeps the weights, so the batch norm's input is the same before and after
+    refine.refine(model, data, [], config(epochs=3, lr_per_epoch=[0.0]), progress=False)  # 16 images, batches of 4
+    target = torch.stack(inputs).mean(0)  # the mean of its input over the 12 training batches
+    hook.remove()
+    assert len(inputs) == 12
+    moved = (bn.running_mean - target).norm() / (pretrained - target).norm()
+    assert moved < 0.5, f"{moved:.2f} of the distance to the images' statistics is left"

@@ -29,7 +29,6 @@ dl_maxRetries: int = 3  # retries per URL, with exponential backoff, on connecti
 rf_pretrainedModel: str = "efficientnet_lite0"  # backbone: 'efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2' (all offline), 'resnet18', 'resnet34' or 'resnet50'
 rf_pretrainedWeights: str | None = None  # optional local ImageNet weights file (.pth state dict); needed for ResNets when offline
 rf_inputResolution: int | None = None  # width and height, in pixels, of the images the DNN sees; None: the backbone's own (Lite0 224, Lite1 240, Lite2 260, ResNets 224)
-rf_trainResolution: int | None = None  # size, in pixels, of the random crops refinement trains on; None: rf_inputResolution. Smaller is faster (192 for Lite0: 1.3x) but scored lower on the demo; validation, scripts 3-6 and the service always use rf_inputResolution
 rf_valFraction: float = 0.15  # fraction of each class's training images held out to watch refinement and keep its best epoch (the test set is never seen before script 5); 0 keeps the last epoch
 rf_dropoutRate: float = 0.2  # dropout rate before the new classification layer
 rf_mbSize: int = 32  # minibatch size during refinement

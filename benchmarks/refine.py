@@ -12,7 +12,8 @@ Configurations:
   all-blocks  today's defaults (PARAMETERS.py) but every block trained: batch 32, AdamW, decoded images kept in
               memory, one loader process fewer than the cores, tcmalloc
   default     today's defaults (PARAMETERS.py), as `make demo SET="--set classifier=dnn"` refines
-  crops       the defaults, training on smaller crops (rf_trainResolution=--crops, 192 px: 6/7 of 224)
+  crops       the defaults, training on smaller crops (RefineConfig.train_size=--crops, 192 px: 6/7 of 224;
+              not a parameter, as those networks scored lower at the size they are used at)
   last6       the defaults, training only the backbone's last 6 blocks
 
 Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
@@ -72,7 +73,7 @@ def main():
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--crops", type=int, default=192, help="rf_trainResolution of the 'crops' configuration")
+    parser.add_argument("--crops", type=int, default=192, help="the training crops' size in the 'crops' configuration")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

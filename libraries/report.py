@@ -148,16 +148,6 @@ def format_step_times(seconds: dict | None, classifier: str) -> str:
     return " · ".join(shown) or "n/a"
 
 
-def describe_backbone(metrics: dict) -> str:
-    """'efficientnet_lite0 at 224 px, refined' (', refined on 192 px crops' when it trained on smaller ones; or
-    ', fixed'), from metrics.json."""
-    text = f"{metrics.get('backbone')} at {metrics.get('input_size')} px"
-    if not metrics.get("refined"):
-        return text + ", fixed"
-    crops = metrics.get("train_resolution")
-    return text + ", refined" + (f" on {crops} px crops" if crops and crops != metrics.get("input_size") else "")
-
-
 def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] | None = None) -> str:
     """The page; ``cams`` maps a test image's path to a JPEG of its class activation map (shown beside it)."""
     cams = cams or {}
@@ -169,7 +159,8 @@ def render(paths: DatasetPaths, max_mistakes: int = 24, cams: dict[str, bytes] |
     counts = run.get("images", {})
     summary = [("made", e(run.get("date", "n/a"))), ("code", e(run.get("code_version", "n/a"))),
                ("dataset", e(paths.dataset_name)),
-               ("classifier", e(metrics["classifier"])), ("backbone", e(describe_backbone(metrics))),
+               ("classifier", e(metrics["classifier"])), ("backbone", e(f"{metrics.get('backbone')} at {metrics.get('input_size')} px"
+                                                                     + (", refined" if metrics.get("refined") else ", fixed"))),
                ("test-time augmentation", e(metrics.get("test_time_augmentation", "none"))),
                ("SVM C", "n/a" if metrics.get("svm_C") is None else f"{metrics['svm_C']:g}"),
                ("images: train / validation / test", " / ".join(

@@ -100,9 +100,9 @@ def validate(params: dict, backbone_names: typing.Iterable[str] = ()) -> None:
     for name in ("rf_mbSize", "rf_maxEpochs", "run_mbSize", "run_shardAbove", "dl_maxImageSize", "dl_numWorkers"):
         if name in params and params[name] < 1:
             raise BadParameter(f"{name} must be at least 1, got {params[name]}")
-    for name, none_means in (("rf_inputResolution", "the backbone's own size"), ("rf_trainResolution", "rf_inputResolution")):
-        if params.get(name) is not None and params[name] < 32:
-            raise BadParameter(f"{name} must be at least 32 pixels (or None for {none_means}), got {params[name]}")
+    if params.get("rf_inputResolution") is not None and params["rf_inputResolution"] < 32:
+        raise BadParameter(f"rf_inputResolution must be at least 32 pixels (or None for the backbone's own size), "
+                           f"got {params['rf_inputResolution']}")
     if params.get("rf_lrPerMb") is not None and (not params["rf_lrPerMb"] or not all(_matches(v, float) for v in params["rf_lrPerMb"])):
         raise BadParameter(f"rf_lrPerMb must be None (the warm-up + cosine schedule) or a non-empty list of numbers, "
                            f"got {params['rf_lrPerMb']!r}")

@@ -56,8 +56,7 @@ def fine_tune(P, paths, split, meta, tracker, device):
     model = build_classifier(P.rf_pretrainedModel, len(labels), size, P.rf_pretrainedWeights, P.rf_dropoutRate)
     config = refine.RefineConfig.from_parameters(vars(P), size)
     fit_rows, val_rows = dataset.validation_subset(split["train"], labels, P.rf_valFraction, P.randomSeed)
-    crops = f", training on {config.train_resolution} px crops" if config.train_resolution != size else ""
-    print(f"refining {P.rf_pretrainedModel} at {size} px{crops} ({len(fit_rows)} training and {len(val_rows)} validation "
+    print(f"refining {P.rf_pretrainedModel} at {size} px ({len(fit_rows)} training and {len(val_rows)} validation "
           f"images, {len(labels)} classes) for {P.rf_maxEpochs} epoch(s) on {device}"
           f"{' with mixed precision' if device.type == 'cuda' else ''}"
           + (f", in {distributed.world_size()} processes (torchrun; {P.rf_mbSize} images per process and step)"
@@ -74,8 +73,8 @@ def fine_tune(P, paths, split, meta, tracker, device):
     print(f"kept the weights of epoch {kept}" + (" (the best by validation error)" if val_rows else " (the last)"))
     save_figure(paths.refine_plot, plots.refine_errors(history, kept))
     model_io.save_refined(paths.model_meta, paths.model_weights, model,
-                          {**meta, "train_resolution": config.train_resolution, "history": history, "kept_epoch": kept,
-                           "validation": [rel for rel, _ in val_rows], "world_size": distributed.world_size()})
+                          {**meta, "history": history, "kept_epoch": kept, "validation": [rel for rel, _ in val_rows],
+                           "world_size": distributed.world_size()})
     paths.checkpoint.unlink(missing_ok=True)
     provenance.record_time(paths, "model", settings.seconds_so_far())
     print(f"wrote {paths.model_weights}, {paths.model_meta} and {paths.refine_plot}")

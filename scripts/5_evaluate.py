@@ -35,8 +35,7 @@ def main():
     model = model_io.load_meta(paths.model_meta)
     metrics = evaluation.compute_metrics(y, probabilities, labels, P.classifier)
     metrics.update({"score": scoring.SCORE_MEANING[P.classifier], "backbone": model["backbone"],
-                    "input_size": model["input_size"], "refined": model["refined"],
-                    "train_resolution": model.get("train_resolution"), "test_time_augmentation": P.run_tta,
+                    "input_size": model["input_size"], "refined": model["refined"], "test_time_augmentation": P.run_tta,
                     "svm_C": None if P.classifier == "dnn" else load_json(paths.svm_meta)["C"],
                     "data_health": report.health_counts(paths, P.classifier),
                     "run": run_header(paths, data, model),

@@ -51,14 +51,3 @@ def test_plots_draw(tmp_path):
     save_figure(tmp_path / "rf.png", plots.refine_errors([{"epoch": 1, "train_error": 0.5, "val_error": 0.4}], kept_epoch=1))
     for name in ("roc.png", "cm.png", "svm.png", "rf.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_the_report_says_what_the_backbone_was_and_what_crops_it_trained_on():
-    from libraries.report import describe_backbone
-
-    base = {"backbone": "efficientnet_lite0", "input_size": 224}
-    assert describe_backbone({**base, "refined": False}) == "efficientnet_lite0 at 224 px, fixed"
-    assert describe_backbone({**base, "refined": True, "train_resolution": 224}) == "efficientnet_lite0 at 224 px, refined"
-    assert describe_backbone({**base, "refined": True}) == "efficientnet_lite0 at 224 px, refined"  # older metrics.json
-    assert (describe_backbone({**base, "refined": True, "train_resolution": 192})
-            == "efficientnet_lite0 at 224 px, refined on 192 px crops")

@@ -79,7 +79,7 @@ def test_the_best_epoch_by_validation_is_kept(tmp_path, monkeypatch):
     assert kept == 2
 
 
-def test_rf_train_resolution_sets_the_crops_and_validation_stays_at_the_input_size(tmp_path):
+def test_train_size_sets_the_crops_and_validation_stays_at_the_input_size(tmp_path):
     make_dataset(tmp_path / "img", {"h": 4, "v": 4}, size=80)
     data = items(tmp_path / "img")
     for requested, crops in ((None, SIZE), (48, 48), (80, 80)):
@@ -88,16 +88,6 @@ def test_rf_train_resolution_sets_the_crops_and_validation_stays_at_the_input_si
         model.register_forward_pre_hook(lambda module, args: seen.add((module.training, args[0].shape[1:])))
         refine.refine(model, data[1:-1], [data[0], data[-1]], config(train_size=requested), progress=False)
         assert seen == {(True, (crops, crops, 3)), (False, (SIZE, SIZE, 3))}, requested
-
-
-def test_the_training_resolution_comes_from_the_parameters():
-    import PARAMETERS
-    from libraries.settings import module_parameters
-
-    params = module_parameters(PARAMETERS)[0]
-    assert params["rf_trainResolution"] is None
-    assert refine.RefineConfig.from_parameters(params, 224).train_resolution == 224
-    assert refine.RefineConfig.from_parameters({**params, "rf_trainResolution": 192}, 224).train_resolution == 192
 
 
 def test_validation_images_are_a_stable_share_of_each_class():

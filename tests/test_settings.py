@@ -89,10 +89,8 @@ def test_a_dataset_name_that_is_a_path_is_refused(name):
 def test_native_input_size_by_default():
     assert DEFAULTS["rf_inputResolution"] is None
     settings.validate({**DEFAULTS, "rf_inputResolution": None})
-    with pytest.raises(BadParameter, match="rf_inputResolution must be at least 32 pixels"):
+    with pytest.raises(BadParameter, match="at least 32 pixels"):
         settings.validate({**DEFAULTS, "rf_inputResolution": 16})
-    with pytest.raises(BadParameter, match="rf_trainResolution must be at least 32 pixels"):
-        settings.validate({**DEFAULTS, "rf_trainResolution": 16})
 
 
 @pytest.mark.parametrize("name", ["/abs/dir", "../images/x"])

@@ -50,9 +50,29 @@ class EfficientNetLiteFeatures(nn.Module):
         super().__init__()
         self.net = net
         self.net._fc = nn.Identity()  # the ImageNet head is not used
+        pad_inside_convolutions(net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def pad_inside_convolutions(net: nn.Module) -> int:
+    """Let each convolution whose TensorFlow-style "same" padding is the same on both sides (every stride-1 one)
+    pad inside the convolution rather than through a separate zero-padding module: the same output (zeros either
+    way), but oneDNN's depthwise weight gradient is about 1.5x faster without the padded copy (5x5, 1152 channels
+    at 7x7: 18.5 -> 12.0 ms forward and weight gradient), and a training step of Lite0's last 13 blocks about
+    1.1x. Stride-2 convolutions pad one pixel more on one side, and keep their module. Returns how many
+    convolutions changed."""
+    changed = 0
+    for module in net.modules():
+        pad = getattr(module, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d) and isinstance(module, nn.Conv2d) and module.padding == (0, 0):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:
+                module.static_padding = nn.Identity()
+                module.padding = (top, left)
+                changed += 1
+    return changed
 
 
 def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:

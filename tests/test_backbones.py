@@ -115,3 +115,27 @@ def test_averaged_features_do_not_change_when_the_image_is_turned_or_flipped():
         torch.testing.assert_close(flip(torch.flip(x, dims=(2,))), flip(x), atol=1e-5, rtol=1e-4)
         single = FeatureExtractor(model)
         assert not torch.allclose(single(torch.rot90(x, 1, dims=(1, 2)).contiguous()), single(x), atol=1e-2, rtol=1e-2)
+
+
+def test_padding_inside_the_convolutions_gives_the_package_networks_output_and_gradients():
+    """pad_inside_convolutions is a speed-up only: features and weight gradients equal those of the package's
+    network with its separate zero-padding modules, at an odd size too (where stride-2 padding is uneven)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    for size in (224, 161):
+        package = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+        ours = backbones.EfficientNetLiteFeatures(EfficientNet.from_name("efficientnet-lite0", image_size=size))
+        ours.net.load_state_dict(package.state_dict(), strict=False)
+        paddings = [m for m in package.modules() if isinstance(m, torch.nn.ZeroPad2d)]
+        left = [m for m in ours.modules() if isinstance(m, torch.nn.ZeroPad2d)]
+        assert len(left) < len(paddings) and all(m.padding[0] != m.padding[1] for m in left)
+        package.eval(), ours.eval()
+        x = torch.randn(2, 3, size, size)
+        expected = package.extract_features(x).mean(dim=(2, 3))
+        got = ours(x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        expected.square().sum().backward()
+        got.square().sum().backward()
+        torch.testing.assert_close(ours.net._blocks[6]._depthwise_conv.weight.grad,
+                                   package._blocks[6]._depthwise_conv.weight.grad, rtol=1e-4, atol=1e-5)

@@ -7,17 +7,21 @@ pays for start-up, excluded) and the one-off time to decode the images into memo
 
 Configurations:
   before      the recipe before this one: batch 16, SGD, every image decoded every epoch, one loader process
-              per core, every block trained, glibc malloc (a fresh machine had no tcmalloc)
+              per core, every block trained, the package's separate zero-padding modules, glibc malloc (a fresh
+              machine had no tcmalloc)
   before+tc   the same with tcmalloc preloaded (what `make` now installs)
   all-blocks  today's defaults (PARAMETERS.py) but every block trained: batch 32, AdamW, decoded images kept in
-              memory, one loader process fewer than the cores, tcmalloc
+              memory, one loader process fewer than the cores, padding inside the convolutions, tcmalloc
+  package-pad today's defaults with the package's zero-padding modules (what pad_inside_convolutions saves)
   default     today's defaults (PARAMETERS.py), as `make demo SET="--set classifier=dnn"` refines
+  in-process  the defaults with the images loaded in the training process (num_workers=0)
   crops       the defaults, training on smaller crops (RefineConfig.train_size=--crops, 192 px: 6/7 of 224;
               not a parameter, as those networks scored lower at the size they are used at)
+  last11      the defaults, training only the backbone's last 11 blocks (2 fewer than the default's 13)
   last6       the defaults, training only the backbone's last 6 blocks
 
 Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
-    python benchmarks/refine.py [--images 384] [--crops 192] [--configs before before+tc all-blocks default crops last6]
+    python benchmarks/refine.py [--images 384] [--crops 192] [--configs NAME ...]
 """
 from __future__ import annotations
 
@@ -33,31 +37,36 @@ REPO = Path(__file__).resolve().parents[1]
 TCMALLOC = next((str(p) for pattern in ("/usr/lib/*/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4")
                  for p in sorted(Path("/").glob(pattern.lstrip("/")))), None)
 BEFORE = dict(batch_size=16, optimizer="sgd", lr=0.01, weight_decay=0.0005, cache_images=False,
-              num_workers=os.cpu_count(), train_blocks=None)
+              num_workers=os.cpu_count(), train_blocks=None, package_padding=True)
 CONFIGS = {  # name: (RefineConfig fields over PARAMETERS.py's, tcmalloc)
     "before": (BEFORE, False),
     "before+tc": (BEFORE, True),
     "all-blocks": (dict(train_blocks=None), True),
+    "package-pad": (dict(package_padding=True), True),
     "default": (dict(), True),
+    "in-process": (dict(num_workers=0), True),
     "crops": (dict(train_size="crops"), True),  # "crops": the --crops given
+    "last11": (dict(train_blocks=11), True),
     "last6": (dict(train_blocks=6), True),
 }
 
 
 def measure(fields: dict, images: int, backbone: str, size: int, crops: int) -> dict:
     """One epoch of refinement in this process; the per-batch times come from a timing hook on the model."""
+    fields = {k: crops if v == "crops" else v for k, v in fields.items()}
     import PARAMETERS
-    from libraries import elpv, refine
+    from libraries import backbones, elpv, refine
     from libraries.backbones import build_classifier
     from libraries.settings import module_parameters
 
     paths, labels, _ = elpv.read_labels(elpv.package_labels_file())
     root = elpv.package_labels_file().parent
     items = [(root / p, int(probability >= 0.5)) for p, probability in zip(paths[:images], labels[:images])]
+    if fields.pop("package_padding", False):
+        backbones.pad_inside_convolutions = lambda net: 0  # the package's own zero-padding modules stay
     model = build_classifier(backbone, 2, size)
     stamps = []
     model.register_forward_pre_hook(lambda module, args: stamps.append(time.perf_counter()) if module.training else None)
-    fields = {k: crops if v == "crops" else v for k, v in fields.items()}
     config = refine.RefineConfig.from_parameters(module_parameters(PARAMETERS)[0], size, epochs=1, device="cpu", **fields)
     start = time.perf_counter()
     history, _ = refine.refine(model, items, [], config, progress=False)
@@ -87,7 +96,7 @@ def main():
     for name in args.configs:
         fields, tcmalloc = CONFIGS[name]
         if tcmalloc and not TCMALLOC:
-            print(f"{name:<10} skipped: tcmalloc is not installed (make tcmalloc)")
+            print(f"{name:<11} skipped: tcmalloc is not installed (make tcmalloc)")
             continue
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         if tcmalloc:
@@ -99,7 +108,7 @@ def main():
         r = results[name]
         ratios = "".join(f", {r['img_s'] / results[b]['img_s']:.2f}x {b}" for b in ("before", "before+tc")
                          if b in results and b != name)
-        print(f"{name:<10} {r['img_s']:6.1f} img/s (epoch {r['epoch_s']:.0f} s, set-up and decoding {r['setup_s']:.0f} s)"
+        print(f"{name:<11} {r['img_s']:6.1f} img/s (epoch {r['epoch_s']:.0f} s, set-up and decoding {r['setup_s']:.0f} s)"
               f"{ratios}", flush=True)
 
 

@@ -2,8 +2,9 @@
 
 Each configuration runs in its own process (so that tcmalloc can be preloaded or not): it fine-tunes
 EfficientNet-Lite0 (by default) at 224 px on ELPV demo cells for one epoch of ``--images`` images with
-``libraries.refine.refine``, data loading included, and reports img/s of the epoch (the first batch, which
-pays for start-up, excluded) and the one-off time to decode the images into memory where that is done.
+``libraries.refine.refine``, data loading included, and reports img/s of the epoch's steady state (its first
+WARM_UP batches, which pay for start-up, excluded) and the one-off time to decode the images into memory where
+that is done.
 
 Configurations:
   before      the recipe before this one: batch 16, SGD, every image decoded every epoch, one loader process
@@ -14,6 +15,7 @@ Configurations:
               memory, one loader process fewer than the cores, padding inside the convolutions, tcmalloc
   package-pad today's defaults with the package's zero-padding modules (what pad_inside_convolutions saves)
   default     today's defaults (PARAMETERS.py), as `make demo SET="--set classifier=dnn"` refines
+  frozen-ort  the defaults with the frozen first blocks run in onnxruntime (rf_frozenInOnnxruntime=True)
   in-process  the defaults with the images loaded in the training process (num_workers=0)
   crops       the defaults, training on smaller crops (RefineConfig.train_size=--crops, 192 px: 6/7 of 224;
               not a parameter, as those networks scored lower at the size they are used at)
@@ -21,7 +23,7 @@ Configurations:
   last6       the defaults, training only the backbone's last 6 blocks
 
 Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
-    python benchmarks/refine.py [--images 384] [--crops 192] [--configs NAME ...]
+    python benchmarks/refine.py [--images 768] [--crops 192] [--configs NAME ...]
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TCMALLOC = next((str(p) for pattern in ("/usr/lib/*/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4")
                  for p in sorted(Path("/").glob(pattern.lstrip("/")))), None)
+WARM_UP = 3  # batches left out of the steady state: the first ones set up oneDNN's and onnxruntime's kernels and memory
 BEFORE = dict(batch_size=16, optimizer="sgd", lr=0.01, weight_decay=0.0005, cache_images=False,
               num_workers=os.cpu_count(), train_blocks=None, package_padding=True)
 CONFIGS = {  # name: (RefineConfig fields over PARAMETERS.py's, tcmalloc)
@@ -44,6 +47,7 @@ CONFIGS = {  # name: (RefineConfig fields over PARAMETERS.py's, tcmalloc)
     "all-blocks": (dict(train_blocks=None), True),
     "package-pad": (dict(package_padding=True), True),
     "default": (dict(), True),
+    "frozen-ort": (dict(frozen_in_onnxruntime=True), True),
     "in-process": (dict(num_workers=0), True),
     "crops": (dict(train_size="crops"), True),  # "crops": the --crops given
     "last11": (dict(train_blocks=11), True),
@@ -72,14 +76,14 @@ def measure(fields: dict, images: int, backbone: str, size: int, crops: int) -> 
     history, _ = refine.refine(model, items, [], config, progress=False)
     total = time.perf_counter() - start
     batches = len(stamps)
-    per_batch = (stamps[-1] - stamps[0]) / (batches - 1)  # first batch to last batch start: steady state
+    per_batch = (stamps[-1] - stamps[WARM_UP]) / (batches - 1 - WARM_UP)  # from the start of batch WARM_UP + 1 to the last's
     return {"img_s": config.batch_size / per_batch, "epoch_s": history[0]["seconds"], "setup_s": total - history[0]["seconds"],
             "batches": batches}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--images", type=int, default=768)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--crops", type=int, default=192, help="the training crops' size in the 'crops' configuration")
@@ -91,12 +95,13 @@ def main():
         return
 
     results = {}
-    print(f"{args.backbone} at {args.size} px, one epoch of {args.images} ELPV cells, {os.cpu_count()} CPU cores, "
+    print(f"{args.backbone} at {args.size} px, one epoch of {args.images} ELPV cells (steady state: from batch "
+          f"{WARM_UP + 1} on), {os.cpu_count()} CPU cores, "
           f"tcmalloc: {TCMALLOC or 'not installed'}")
     for name in args.configs:
         fields, tcmalloc = CONFIGS[name]
         if tcmalloc and not TCMALLOC:
-            print(f"{name:<11} skipped: tcmalloc is not installed (make tcmalloc)")
+            print(f"{name:<12} skipped: tcmalloc is not installed (make tcmalloc)")
             continue
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         if tcmalloc:
@@ -108,7 +113,7 @@ def main():
         r = results[name]
         ratios = "".join(f", {r['img_s'] / results[b]['img_s']:.2f}x {b}" for b in ("before", "before+tc")
                          if b in results and b != name)
-        print(f"{name:<11} {r['img_s']:6.1f} img/s (epoch {r['epoch_s']:.0f} s, set-up and decoding {r['setup_s']:.0f} s)"
+        print(f"{name:<12} {r['img_s']:6.1f} img/s (epoch {r['epoch_s']:.0f} s, set-up and decoding {r['setup_s']:.0f} s)"
               f"{ratios}", flush=True)
 
 

@@ -9,6 +9,7 @@ import contextlib
 import io
 import socket
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -52,8 +53,22 @@ class EfficientNetLiteFeatures(nn.Module):
         self.net._fc = nn.Identity()  # the ImageNet head is not used
         pad_inside_convolutions(net)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+    def trunk_steps(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The trunk as a sequence of functions, one per block of ``_lite_blocks`` (the stem, each MBConv block with
+        its stochastic-depth rate, the last convolution): what the package's ``extract_features`` runs."""
+        net = self.net
+        rate, count = net._global_params.drop_connect_rate, len(net._blocks)
+        steps = [lambda x: net._swish(net._bn0(net._conv_stem(x)))]
+        steps += [partial(block, drop_connect_rate=rate * (index / count) if rate else rate)  # as the package rounds it
+                  for index, block in enumerate(net._blocks)]
+        return steps + [lambda x: net._swish(net._bn1(net._conv_head(x)))]
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Pooled features of a normalised batch; with ``start``, ``x`` is what the first ``start`` trunk steps
+        made of one (as ``Classifier`` hands it over when those steps ran elsewhere)."""
+        for step in self.trunk_steps()[start:]:
+            x = step(x)
+        return x.mean(dim=(2, 3))
 
 
 def pad_inside_convolutions(net: nn.Module) -> int:
@@ -225,9 +240,20 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim, num_classes)
+        self.prefix: FrozenPrefix | None = None  # set by refinement while its frozen first blocks run elsewhere
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prefix is not None and self.prefix.takes(x):
+            return self.backbone(self.prefix(x), start=self.prefix.blocks)
         return self.backbone(self.normalize(x))
+
+    def prefix_module(self, blocks: int) -> nn.Module | None:
+        """The normalisation and the first ``blocks`` trunk blocks as one module of (B, S, S, 3) uint8 images, to
+        be run by something other than torch (``FrozenPrefix``); None where the backbone cannot be split so."""
+        if not blocks or not hasattr(self.backbone, "trunk_steps"):
+            return None
+        modules = [module for group in self.trunk_blocks()[:blocks] for module in group]
+        return _Prefix(self.normalize, self.backbone.trunk_steps()[:blocks], modules)
 
     def trunk_blocks(self) -> list[list[nn.Module]]:
         """The backbone's blocks in order, input side first (stem, then each residual block, then the last
@@ -236,6 +262,35 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
+
+
+class _Prefix(nn.Module):
+    def __init__(self, normalize: nn.Module, steps: list[Callable], modules: list[nn.Module]):
+        super().__init__()
+        self.normalize, self.steps = normalize, steps
+        self.blocks = nn.ModuleList(modules)  # what the steps run: their weights are this module's, and eval() reaches them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+@dataclass
+class FrozenPrefix:
+    """Something other than torch running a classifier's first ``blocks`` trunk blocks, frozen, on (B, size,
+    size, 3) uint8 batches on the CPU: ``Classifier.features`` hands such batches to ``run`` and the rest of the
+    network goes on from its output. Not a module, so it is neither saved nor exported."""
+    blocks: int
+    size: int
+    run: Callable[[torch.Tensor], torch.Tensor]
+
+    def takes(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and x.dtype == torch.uint8 and tuple(x.shape[1:]) == (self.size, self.size, 3)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
 
 
 def test_time_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:

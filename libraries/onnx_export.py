@@ -22,13 +22,16 @@ def export_onnx(module, path: Path, input_size: int, output_names: tuple[str, ..
                           dynamic_axes=axes, opset_version=opset, dynamo=False)
 
 
-def open_session(path: Path, threads: int | None = None, cuda: bool = False):
+def open_session(path: Path, threads: int | None = None, cuda: bool = False, spinning: bool = True):
     """An onnxruntime session: ``threads`` intra-op threads (None: onnxruntime's own choice) and one inter-op thread,
-    on the CPU, or on CUDA first when ``cuda`` and this onnxruntime build has it."""
+    on the CPU, or on CUDA first when ``cuda`` and this onnxruntime build has it. Without ``spinning``, its threads
+    sleep while they wait for work, for a process where other work (torch's) needs the cores in between."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider",) if cuda and p in ort.get_available_providers()]
     return ort.InferenceSession(str(path), options, providers=providers + ["CPUExecutionProvider"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from functools import partial
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .artifacts import save_torch
-from .backbones import Classifier
+from .backbones import Classifier, FrozenPrefix
 from .errors import BadParameter
 from .images import ImageError, read_image
+from .onnx_export import export_onnx, open_session
 from .presets import eval_preprocess, resize_square, train_load_size, train_transform
 
 PRETRAINED_STATISTICS_LEFT = 0.01  # at most this share of ImageNet's batch-norm statistics is left after refinement
@@ -119,6 +121,8 @@ class RefineConfig:
     # size, and the network did worse at the size it is used at (ELPV: 87.5% against 88.9% at 192 px; digits:
     # 62.5% against 100% at 160 px)
     train_size: int | None = None
+    # on the CPU, run the frozen first blocks in onnxruntime (run_frozen_blocks_in_onnxruntime); False: in torch
+    frozen_in_onnxruntime: bool = False
 
     @classmethod
     def from_parameters(cls, params: dict, input_size: int, **overrides) -> "RefineConfig":
@@ -131,6 +135,7 @@ class RefineConfig:
             train_blocks=0 if p["rf_boFreezeWeights"] else p["rf_trainLastBlocks"],
             balance_classes=p["rf_boBalanceTrainingSet"], augmentation=p["rf_augmentation"],
             max_train_images=p["rf_maxTrainImages"], device=p["rf_device"], num_workers=p["rf_numWorkers"],
+            frozen_in_onnxruntime=p["rf_frozenInOnnxruntime"],
             seed=p["randomSeed"]), **overrides})
 
     @property
@@ -201,6 +206,32 @@ def freeze_early_blocks(model: Classifier, train_blocks: int | None) -> list[tor
     for module in frozen:
         module.requires_grad_(False)
     return frozen
+
+
+def run_frozen_blocks_in_onnxruntime(model: Classifier, train_blocks: int | None, size: int) -> FrozenPrefix | None:
+    """The frozen first blocks (all but the last ``train_blocks``) exported to ONNX and run by onnxruntime on
+    (B, size, size, 3) uint8 batches, for ``model.prefix``: they compute the same (to about 1e-4; frozen blocks
+    are in eval mode, so their batch norms fold into the convolutions), and onnxruntime's fused kernels take
+    about 0.4x torch's time for them (Lite0 at 224 px, its first 5 blocks, batch 32: 0.15 -> 0.06 s), a sixth
+    of a training step. Its threads sleep rather than spin while they wait, so as not to take the cores from
+    torch's. None where nothing is frozen or the backbone cannot be split."""
+    if train_blocks is None:
+        return None
+    count = max(0, len(model.trunk_blocks()) - train_blocks)
+    module = model.prefix_module(count)
+    if module is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "frozen_blocks.onnx"
+        with torch.no_grad():
+            export_onnx(module, path, size, output_names=("blocks",))
+        session = open_session(path, threads=torch.get_num_threads(), spinning=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {"input": x.numpy()})[0]
+        return torch.from_numpy(out).contiguous(memory_format=torch.channels_last)
+
+    return FrozenPrefix(count, size, run)
 
 
 def batch_norm_momentum(steps: int, pretrained: float = 0.01) -> float:
@@ -296,6 +327,8 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
+        if config.frozen_in_onnxruntime:
+            model.prefix = run_frozen_blocks_in_onnxruntime(model, config.train_blocks, config.train_resolution)
     net = model  # what the batches go through: under torchrun, the model wrapped to average gradients across processes
     if distributed.is_distributed():
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -376,6 +409,7 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
         if on_epoch and main:
             on_epoch(record)
     distributed.stop()
+    model.prefix = None  # from here on, the whole network runs in torch (and is saved and exported whole)
     model.to("cpu", memory_format=torch.contiguous_format)
     kept = len(history)
     if best_state is not None:

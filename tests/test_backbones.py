@@ -139,3 +139,15 @@ def test_padding_inside_the_convolutions_gives_the_package_networks_output_and_g
         got.square().sum().backward()
         torch.testing.assert_close(ours.net._blocks[6]._depthwise_conv.weight.grad,
                                    package._blocks[6]._depthwise_conv.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_the_trunk_run_step_by_step_is_the_packages_own_computation():
+    from libraries.backbones import build_classifier
+
+    model = build_classifier("efficientnet_lite0", 2, 64).train()  # training mode: stochastic depth draws masks
+    x = torch.randn(2, 3, 64, 64)
+    outputs = []
+    for run in (model.backbone, lambda x: model.backbone.net.extract_features(x).mean(dim=(2, 3))):
+        torch.manual_seed(0)
+        outputs.append(run(x))
+    assert torch.equal(outputs[0], outputs[1])  # bit for bit: the default refinement is what it was

@@ -203,3 +203,49 @@ def test_batch_norm_statistics_follow_the_new_images_in_a_short_run(tmp_path):
     assert len(inputs) == 12
     moved = (bn.running_mean - target).norm() / (pretrained - target).norm()
     assert moved < 0.5, f"{moved:.2f} of the distance to the images' statistics is left"
+
+
+def test_frozen_blocks_run_in_onnxruntime_give_torchs_features_and_gradients():
+    torch.manual_seed(0)
+    model = build_classifier("efficientnet_lite0", 2, SIZE)
+    refine.freeze_early_blocks(model, 13)
+    model.eval()
+    prefix = refine.run_frozen_blocks_in_onnxruntime(model, 13, SIZE)
+    assert prefix.blocks == 5  # the stem and 4 MBConv blocks of 18
+    x = torch.randint(0, 256, (3, SIZE, SIZE, 3), dtype=torch.uint8)
+    results = []
+    for runner in (None, prefix):
+        model.prefix = runner
+        model.zero_grad()
+        features = model.features(x)
+        features.square().sum().backward()
+        results.append((features.detach(), model.backbone.net._blocks[-1]._depthwise_conv.weight.grad.clone()))
+    model.prefix = None
+    (torch_features, torch_grad), (ort_features, ort_grad) = results
+    assert not torch.equal(torch_features, ort_features)  # the prefix did run elsewhere (its rounding differs)
+    torch.testing.assert_close(ort_features, torch_features, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(ort_grad, torch_grad, rtol=1e-3, atol=1e-3 * float(torch_grad.abs().max()))
+    assert not prefix.takes(x[:, :32, :32])  # another size goes through torch
+    assert refine.run_frozen_blocks_in_onnxruntime(model, None, SIZE) is None  # nothing frozen
+
+
+def test_refinement_runs_the_frozen_blocks_in_onnxruntime_and_hands_back_a_whole_torch_network(tmp_path, monkeypatch):
+    make_dataset(tmp_path / "img", {"h": 4, "v": 4}, size=80)
+    data = items(tmp_path / "img")
+    calls = []
+    original = refine.FrozenPrefix.__call__
+    monkeypatch.setattr(refine.FrozenPrefix, "__call__", lambda self, x: calls.append(len(x)) or original(self, x))
+    weights = []
+    for in_onnxruntime in (True, False):
+        torch.manual_seed(0)
+        model = build_classifier("efficientnet_lite0", 2, SIZE)
+        history, _ = refine.refine(model, data[1:-1], [data[0], data[-1]],
+                                   config(train_blocks=13, optimizer="sgd", frozen_in_onnxruntime=in_onnxruntime),
+                                   progress=False)  # SGD: Adam's first steps are about the signs of the gradients
+        assert model.prefix is None
+        weights.append((model.state_dict(), history[0]["val_loss"]))
+    assert calls == [4, 2, 2]  # the training batches of 4, 2 and then the 2 validation images; none without it
+    for name, tensor in weights[0][0].items():  # the same to within onnxruntime's rounding
+        scale = float(tensor.abs().max()) if tensor.is_floating_point() else 0
+        torch.testing.assert_close(tensor, weights[1][0][name], rtol=1e-3, atol=1e-3 * scale, msg=name)
+    assert weights[0][1] == pytest.approx(weights[1][1], rel=1e-3)

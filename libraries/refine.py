@@ -201,11 +201,15 @@ def freeze_early_blocks(model: Classifier, train_blocks: int | None) -> list[tor
     returns the frozen modules, which must stay in eval mode so that their batch-norm statistics stay too."""
     if train_blocks is None:
         return []
-    blocks = model.trunk_blocks()
-    frozen = [module for group in blocks[:max(0, len(blocks) - train_blocks)] for module in group]
+    frozen = [module for group in model.trunk_blocks()[:frozen_block_count(model, train_blocks)] for module in group]
     for module in frozen:
         module.requires_grad_(False)
     return frozen
+
+
+def frozen_block_count(model: Classifier, train_blocks: int) -> int:
+    """How many of the backbone's blocks, input side first, stay pretrained when only the last ``train_blocks`` train."""
+    return max(0, len(model.trunk_blocks()) - train_blocks)
 
 
 def run_frozen_blocks_in_onnxruntime(model: Classifier, train_blocks: int | None, size: int) -> FrozenPrefix | None:
@@ -217,7 +221,7 @@ def run_frozen_blocks_in_onnxruntime(model: Classifier, train_blocks: int | None
     torch's. None where nothing is frozen or the backbone cannot be split."""
     if train_blocks is None:
         return None
-    count = max(0, len(model.trunk_blocks()) - train_blocks)
+    count = frozen_block_count(model, train_blocks)
     module = model.prefix_module(count)
     if module is None:
         return None

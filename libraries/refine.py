@@ -333,87 +333,89 @@ def refine(model: Classifier, train_items: list[tuple[Path, int]], val_items: li
         model.to(memory_format=torch.channels_last)
         if config.frozen_in_onnxruntime:
             model.prefix = run_frozen_blocks_in_onnxruntime(model, config.train_blocks, config.train_resolution)
-    net = model  # what the batches go through: under torchrun, the model wrapped to average gradients across processes
-    if distributed.is_distributed():
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(config, trainable)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    try:
+        net = model  # what the batches go through: under torchrun, the model wrapped to average gradients across processes
+        if distributed.is_distributed():
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(config, trainable)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    history, start, best, best_state = [], 0, None, None
-    if checkpoint_path and Path(checkpoint_path).is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("config_key") == config_key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            history, start = state["history"], state["epoch"]
-            best_state = state.get("best_model")
-            best = next((h for h in history if h["epoch"] == state.get("best_epoch")), None)
-            print(f"resuming refinement after epoch {start} of {config.epochs} from {checkpoint_path}")
-            if state.get("world_size", 1) != distributed.world_size():
-                print(f"warning: this refinement began in {state.get('world_size', 1)} process(es) and goes on in "
-                      f"{distributed.world_size()}: the images per step change from here on (rf_mbSize is per process)")
+        history, start, best, best_state = [], 0, None, None
+        if checkpoint_path and Path(checkpoint_path).is_file():
+            state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+            if state.get("config_key") == config_key:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scaler.load_state_dict(state["scaler"])
+                generator.set_state(state["generator"])
+                torch.set_rng_state(state["torch_rng"])
+                history, start = state["history"], state["epoch"]
+                best_state = state.get("best_model")
+                best = next((h for h in history if h["epoch"] == state.get("best_epoch")), None)
+                print(f"resuming refinement after epoch {start} of {config.epochs} from {checkpoint_path}")
+                if state.get("world_size", 1) != distributed.world_size():
+                    print(f"warning: this refinement began in {state.get('world_size', 1)} process(es) and goes on in "
+                          f"{distributed.world_size()}: the images per step change from here on (rf_mbSize is per process)")
 
-    steps = max(len(train_loader), 1)
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        model.train()
-        for module in frozen:
-            module.eval()  # the pretrained batch-norm statistics of frozen blocks stay as they are
-        wrong = seen = 0
-        loss_sum = 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-        lr = scheduled_rate(config, epoch)
-        for step, batch in enumerate(bar):
-            lr = scheduled_rate(config, epoch + step / steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if batch is None:
-                continue
-            x, y = batch
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=amp):
-                logits = net(x)
-                loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            wrong += int((logits.argmax(1) != y).sum())
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2g}")
-        wrong, seen, loss_sum = distributed.all_sum(wrong, seen, loss_sum)  # of every process's images
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-                  "train_error": wrong / max(seen, 1)}
-        if val_loader is not None:
-            record["val_error"], record["val_loss"] = evaluate(model, val_loader, device, amp)
-        record["seconds"] = time.perf_counter() - began
-        history.append(record)
-        note = ""
-        if val_loader is not None and is_better(record, best):
-            best = record
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            note = "  <- best so far"
-        print(f"epoch {record['epoch']:>3}/{config.epochs}: train loss {record['train_loss']:.4f}, "
-              f"train error {record['train_error']:.2%}"
-              + (f", validation error {record['val_error']:.2%}, loss {record['val_loss']:.4f}" if val_loader else "")
-              + f" ({eta(history, config.epochs)}){note}", flush=True)
-        if checkpoint_path and main:
-            save_torch(checkpoint_path, {"config_key": config_key, "epoch": epoch + 1, "history": history,
-                                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "scaler": scaler.state_dict(), "generator": generator.get_state(),
-                                         "torch_rng": torch.get_rng_state(), "best_model": best_state,
-                                         "best_epoch": best["epoch"] if best else None,
-                                         "world_size": distributed.world_size()})
-        if on_epoch and main:
-            on_epoch(record)
+        steps = max(len(train_loader), 1)
+        for epoch in range(start, config.epochs):
+            began = time.perf_counter()
+            model.train()
+            for module in frozen:
+                module.eval()  # the pretrained batch-norm statistics of frozen blocks stay as they are
+            wrong = seen = 0
+            loss_sum = 0.0
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+            lr = scheduled_rate(config, epoch)
+            for step, batch in enumerate(bar):
+                lr = scheduled_rate(config, epoch + step / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if batch is None:
+                    continue
+                x, y = batch
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=amp):
+                    logits = net(x)
+                    loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                wrong += int((logits.argmax(1) != y).sum())
+                seen += len(y)
+                loss_sum += float(loss.detach()) * len(y)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2g}")
+            wrong, seen, loss_sum = distributed.all_sum(wrong, seen, loss_sum)  # of every process's images
+            record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+                      "train_error": wrong / max(seen, 1)}
+            if val_loader is not None:
+                record["val_error"], record["val_loss"] = evaluate(model, val_loader, device, amp)
+            record["seconds"] = time.perf_counter() - began
+            history.append(record)
+            note = ""
+            if val_loader is not None and is_better(record, best):
+                best = record
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                note = "  <- best so far"
+            print(f"epoch {record['epoch']:>3}/{config.epochs}: train loss {record['train_loss']:.4f}, "
+                  f"train error {record['train_error']:.2%}"
+                  + (f", validation error {record['val_error']:.2%}, loss {record['val_loss']:.4f}" if val_loader else "")
+                  + f" ({eta(history, config.epochs)}){note}", flush=True)
+            if checkpoint_path and main:
+                save_torch(checkpoint_path, {"config_key": config_key, "epoch": epoch + 1, "history": history,
+                                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "scaler": scaler.state_dict(), "generator": generator.get_state(),
+                                             "torch_rng": torch.get_rng_state(), "best_model": best_state,
+                                             "best_epoch": best["epoch"] if best else None,
+                                             "world_size": distributed.world_size()})
+            if on_epoch and main:
+                on_epoch(record)
+    finally:  # even when training stops on an error or Ctrl-C, the model handed back is the whole torch network
+        model.prefix = None  # from here on it runs in torch alone (and is saved and exported whole)
     distributed.stop()
-    model.prefix = None  # from here on, the whole network runs in torch (and is saved and exported whole)
     model.to("cpu", memory_format=torch.contiguous_format)
     kept = len(history)
     if best_state is not None:

@@ -249,3 +249,20 @@ def test_refinement_runs_the_frozen_blocks_in_onnxruntime_and_hands_back_a_whole
         scale = float(tensor.abs().max()) if tensor.is_floating_point() else 0
         torch.testing.assert_close(tensor, weights[1][0][name], rtol=1e-3, atol=1e-3 * scale, msg=name)
     assert weights[0][1] == pytest.approx(weights[1][1], rel=1e-3)
+
+
+def test_refinement_stopped_midway_still_hands_back_a_whole_torch_network(tmp_path):
+    make_dataset(tmp_path / "img", {"h": 4, "v": 4}, size=80)
+    data = items(tmp_path / "img")
+    model = build_classifier("efficientnet_lite0", 2, SIZE)
+    prefixes = []
+
+    def stop(record):  # as Ctrl-C or an error after the first epoch would
+        prefixes.append(model.prefix)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refine.refine(model, data[1:-1], [data[0], data[-1]], config(epochs=2, train_blocks=13, frozen_in_onnxruntime=True),
+                      progress=False, on_epoch=stop)
+    assert isinstance(prefixes[0], refine.FrozenPrefix)  # the frozen blocks did run in onnxruntime
+    assert model.prefix is None

@@ -45,7 +45,7 @@ rf_boFreezeWeights: bool = False  # train only the new classification layer, kee
 rf_augmentation: str = "dihedral"  # training augmentation: 'dihedral' (crop, colour jitter, flips and quarter turns: for images with no natural up, like the demo's cells, textures, micrographs) or 'standard' (crop, horizontal flip, colour jitter: for photos of things that have an up)
 rf_boBalanceTrainingSet: bool = True  # sample the training images so that each class is seen equally often (False: as they come)
 rf_device: str = "auto"  # 'auto' (CUDA with mixed precision when a GPU is there, else CPU), 'cuda' or 'cpu'
-rf_frozenInOnnxruntime: bool = False  # on the CPU, run the frozen first blocks (all but rf_trainLastBlocks) in onnxruntime: the same to about 1e-4, training 1.13-1.16x the images per second (benchmarks/refine.py), not yet the default as its one seed-0 run on ELPV scored lower (README)
+rf_frozenInOnnxruntime: bool = False  # on the CPU, run the frozen first blocks (all but rf_trainLastBlocks) in onnxruntime: the same to about 1e-4, training 1.13-1.18x the images per second (benchmarks/refine.py); not the default, as its seed-0 runs on ELPV scored under 86% class-averaged (README)
 rf_numWorkers: int | None = None  # image-loading processes during refinement; None: one fewer than the CPU cores (at least 1, at most 8), so that loading does not take a core from training
 
 # ---- Featurization and SVM (scripts 3 and 4) --------------------------------------------------

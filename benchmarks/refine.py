@@ -21,15 +21,23 @@ Configurations:
               not a parameter, as those networks scored lower at the size they are used at)
   last11      the defaults, training only the backbone's last 11 blocks (2 fewer than the default's 13)
   last6       the defaults, training only the backbone's last 6 blocks
+  last11-ort  the last 11 blocks trained, the 7 frozen ones run in onnxruntime
 
 Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
-    python benchmarks/refine.py [--images 768] [--crops 192] [--configs NAME ...]
+
+The machine's speed drifts by 20-30% within minutes (two back-to-back runs on 2026-12-07 measured the default at
+21.1 and 16.5 img/s), so one pass can rank configurations wrongly. The configurations therefore run in
+``--rounds`` rounds, each round starting one configuration later than the last; a ratio is taken
+within each round, between runs minutes apart, and the summary gives the median img/s and the median ratio
+over the rounds, with their range.
+    python benchmarks/refine.py [--images 768] [--rounds 3] [--crops 192] [--configs NAME ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +60,7 @@ CONFIGS = {  # name: (RefineConfig fields over PARAMETERS.py's, tcmalloc)
     "crops": (dict(train_size="crops"), True),  # "crops": the --crops given
     "last11": (dict(train_blocks=11), True),
     "last6": (dict(train_blocks=6), True),
+    "last11-ort": (dict(train_blocks=11, frozen_in_onnxruntime=True), True),
 }
 
 
@@ -86,6 +95,7 @@ def main():
     parser.add_argument("--images", type=int, default=768)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the configurations, each in a rotated order")
     parser.add_argument("--crops", type=int, default=192, help="the training crops' size in the 'crops' configuration")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -94,28 +104,43 @@ def main():
         print(json.dumps(measure(json.loads(args.child), args.images, args.backbone, args.size, args.crops)))
         return
 
-    results = {}
     print(f"{args.backbone} at {args.size} px, one epoch of {args.images} ELPV cells (steady state: from batch "
-          f"{WARM_UP + 1} on), {os.cpu_count()} CPU cores, "
+          f"{WARM_UP + 1} on), {os.cpu_count()} CPU cores, {args.rounds} rounds, "
           f"tcmalloc: {TCMALLOC or 'not installed'}")
-    for name in args.configs:
-        fields, tcmalloc = CONFIGS[name]
-        if tcmalloc and not TCMALLOC:
-            print(f"{name:<12} skipped: tcmalloc is not installed (make tcmalloc)")
-            continue
-        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-        if tcmalloc:
-            env["LD_PRELOAD"] = TCMALLOC
-        out = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--backbone", args.backbone,
-                              "--size", str(args.size), "--crops", str(args.crops), "--child", json.dumps(fields)],
-                             cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
-        results[name] = json.loads(out.strip().splitlines()[-1])
-        r = results[name]
-        ratios = "".join(f", {r['img_s'] / results[b]['img_s']:.2f}x {b}" for b in ("before", "before+tc")
-                         if b in results and b != name)
-        print(f"{name:<12} {r['img_s']:6.1f} img/s (epoch {r['epoch_s']:.0f} s, set-up and decoding {r['setup_s']:.0f} s)"
-              f"{ratios}", flush=True)
+    names = [n for n in args.configs if not (CONFIGS[n][1] and not TCMALLOC)]
+    for name in sorted(set(args.configs) - set(names)):
+        print(f"{name:<12} skipped: tcmalloc is not installed (make tcmalloc)")
+    rounds = []
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        results = {name: child(name, args) for name in order}
+        rounds.append(results)
+        print(f"round {r + 1}: " + ", ".join(f"{n} {results[n]['img_s']:.1f}" for n in order) + " img/s", flush=True)
+    print(f"\n{'configuration':<12} {'img/s: median (range)':>22}" + "".join(
+        f"   {'vs. ' + b + ': median (range)':>28}" for b in ("before", "before+tc") if b in names))
+    for name in names:
+        line = f"{name:<12} {spread([r[name]['img_s'] for r in rounds], '{:.1f}'):>22}"
+        for b in ("before", "before+tc"):
+            if b in names:
+                line += f"   {spread([r[name]['img_s'] / r[b]['img_s'] for r in rounds], '{:.2f}x'):>28}"
+        print(line)
 
+
+def child(name: str, args) -> dict:
+    """One configuration measured in a process of its own (with tcmalloc preloaded or not)."""
+    fields, tcmalloc = CONFIGS[name]
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    if tcmalloc:
+        env["LD_PRELOAD"] = TCMALLOC
+    out = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--backbone", args.backbone,
+                          "--size", str(args.size), "--crops", str(args.crops), "--child", json.dumps(fields)],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def spread(values: list, form: str) -> str:
+    """'median (lowest-highest)' of the rounds' values."""
+    return f"{form.format(statistics.median(values))} ({form.format(min(values))}-{form.format(max(values))})"
 
 if __name__ == "__main__":
     main()

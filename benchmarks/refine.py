@@ -25,8 +25,7 @@ Configurations:
 
 Ratios are to 'before' and 'before+tc'. Target: the default >= 2x 'before+tc'.
 
-The machine's speed drifts by 20-30% within minutes (two back-to-back runs on 2026-12-07 measured the default at
-21.1 and 16.5 img/s), so one pass can rank configurations wrongly. The configurations therefore run in
+A shared machine's speed drifts by 20-30% within minutes (README), so one pass can rank configurations wrongly. The configurations therefore run in
 ``--rounds`` rounds, each round starting one configuration later than the last; a ratio is taken
 within each round, between runs minutes apart, and the summary gives the median img/s and the median ratio
 over the rounds, with their range.
@@ -110,16 +109,20 @@ def main():
     names = [n for n in args.configs if not (CONFIGS[n][1] and not TCMALLOC)]
     for name in sorted(set(args.configs) - set(names)):
         print(f"{name:<12} skipped: tcmalloc is not installed (make tcmalloc)")
+    if not names:
+        return
     rounds = []
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         results = {name: child(name, args) for name in order}
         rounds.append(results)
         print(f"round {r + 1}: " + ", ".join(f"{n} {results[n]['img_s']:.1f}" for n in order) + " img/s", flush=True)
-    print(f"\n{'configuration':<12} {'img/s: median (range)':>22}" + "".join(
+    print(f"\n{'configuration':<12} {'img/s: median (range)':>22} {'epoch s':>8} {'set-up s':>9}" + "".join(
         f"   {'vs. ' + b + ': median (range)':>28}" for b in ("before", "before+tc") if b in names))
     for name in names:
-        line = f"{name:<12} {spread([r[name]['img_s'] for r in rounds], '{:.1f}'):>22}"
+        line = (f"{name:<12} {spread([r[name]['img_s'] for r in rounds], '{:.1f}'):>22}"
+                f" {statistics.median(r[name]['epoch_s'] for r in rounds):8.0f}"
+                f" {statistics.median(r[name]['setup_s'] for r in rounds):9.0f}")
         for b in ("before", "before+tc"):
             if b in names:
                 line += f"   {spread([r[name]['img_s'] / r[b]['img_s'] for r in rounds], '{:.2f}x'):>28}"
@@ -141,6 +144,7 @@ def child(name: str, args) -> dict:
 def spread(values: list, form: str) -> str:
     """'median (lowest-highest)' of the rounds' values."""
     return f"{form.format(statistics.median(values))} ({form.format(min(values))}-{form.format(max(values))})"
+
 
 if __name__ == "__main__":
     main()
